@@ -1,0 +1,146 @@
+import { readFileSync } from 'node:fs'
+import { parseEnv } from 'node:util'
+import type { z } from 'zod'
+import { type Config, configSchema, SECRET_SETTINGS, SETTING_NAMES } from './schema.ts'
+
+/** Where a setting's value came from, so an error can say which file or variable to fix. */
+type Source = 'default' | 'config file' | '.env' | 'environment'
+
+export interface LoadOptions {
+  /** Path of a JSON config file (`--config`), if any. */
+  configFile?: string | undefined
+  /** The process environment. */
+  env: Readonly<Record<string, string | undefined>>
+  /** Path of a `.env` file; read only if it exists. */
+  dotenvFile?: string | undefined
+}
+
+/** A config that cannot be used; `problems` has one line per bad setting. */
+export class ConfigError extends Error {
+  readonly problems: readonly string[]
+  constructor(problems: readonly string[]) {
+    super(`invalid settings:\n${problems.map((p) => `  - ${p}`).join('\n')}`)
+    this.name = 'ConfigError'
+    this.problems = problems
+  }
+}
+
+/**
+ * Reads the config file, `.env` and the environment (in rising order of precedence), validates everything
+ * once and returns a frozen Config. An empty value (`A1111_USERNAME=`) counts as unset, as in the older
+ * proxy's `.env` files.
+ */
+export function loadConfig(options: LoadOptions): Config {
+  const raw: Record<string, unknown> = {}
+  const sources = new Map<string, Source>()
+  const problems: string[] = []
+
+  const put = (name: string, value: unknown, source: Source) => {
+    if (value === '' || value === null || value === undefined) return
+    raw[name] = value
+    sources.set(name, source)
+  }
+
+  if (options.configFile !== undefined) {
+    const file = readConfigFile(options.configFile, problems)
+    for (const [name, value] of Object.entries(file)) {
+      if (!SETTING_NAMES.includes(name)) {
+        problems.push(`${name} (config file ${options.configFile}): unknown setting${suggest(name)}`)
+        continue
+      }
+      put(name, value, 'config file')
+    }
+  }
+  if (options.dotenvFile !== undefined) {
+    const dotenv = readDotenv(options.dotenvFile, problems)
+    for (const name of SETTING_NAMES) put(name, dotenv[name], '.env')
+  }
+  for (const name of SETTING_NAMES) put(name, options.env[name], 'environment')
+
+  if (problems.length > 0) throw new ConfigError(problems)
+
+  const parsed = configSchema.safeParse(raw)
+  if (!parsed.success) throw new ConfigError(describeIssues(parsed.error.issues, raw, sources))
+  return deepFreeze(parsed.data)
+}
+
+function readConfigFile(path: string, problems: string[]): Record<string, unknown> {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (err) {
+    problems.push(
+      `--config ${path}: cannot read the file (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
+    )
+    return {}
+  }
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch (err) {
+    problems.push(`--config ${path}: not valid JSON (${(err as Error).message})`)
+    return {}
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    problems.push(`--config ${path}: must hold a JSON object of settings, e.g. {"MQTT_PORT": 1883}`)
+    return {}
+  }
+  return value as Record<string, unknown>
+}
+
+function readDotenv(path: string, problems: string[]): Record<string, string | undefined> {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {}
+    problems.push(`${path}: cannot read the file (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+    return {}
+  }
+  return parseEnv(text)
+}
+
+function describeIssues(
+  issues: readonly z.core.$ZodIssue[],
+  raw: Record<string, unknown>,
+  sources: Map<string, Source>,
+): string[] {
+  return issues.map((issue) => {
+    const name = issue.path.length > 0 ? issue.path.map(String).join('.') : '(settings)'
+    const top = String(issue.path[0] ?? '')
+    if (issue.code === 'unrecognized_keys') return `${issue.keys.join(', ')}: unknown setting`
+    const source = sources.get(top) ?? 'default'
+    const shown = SECRET_SETTINGS.has(top)
+      ? ''
+      : raw[top] === undefined
+        ? ''
+        : `, got ${JSON.stringify(raw[top])}`
+    return `${name} (${source}): ${issue.message}${shown}`
+  })
+}
+
+function suggest(name: string): string {
+  const upper = name.toUpperCase()
+  const hit = SETTING_NAMES.find(
+    (n) => n === upper || n.replaceAll('_', '') === upper.replaceAll(/[_-]/g, ''),
+  )
+  return hit ? `; did you mean ${hit}?` : ''
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value)
+    for (const v of Object.values(value)) deepFreeze(v)
+  }
+  return value
+}
+
+/** The settings as --check-config prints them: every value, secrets masked. */
+export function describeConfig(config: Config): Record<string, unknown> {
+  const out: Record<string, unknown> = {}
+  for (const name of SETTING_NAMES) {
+    const value = (config as Record<string, unknown>)[name]
+    out[name] = SECRET_SETTINGS.has(name) && value !== undefined ? '(set)' : (value ?? null)
+  }
+  return out
+}

@@ -1,0 +1,118 @@
+import { z } from 'zod'
+
+/*
+ * Every setting, its type and its default, in one place. The names are the environment variable names and
+ * also the keys of the JSON config file; the first group is the older Python proxy's, so its `.env` files keep
+ * working. Values from the environment arrive as strings, so numbers and booleans are coerced here.
+ */
+
+const TRUE_WORDS = new Set(['true', '1', 'yes', 'on'])
+const FALSE_WORDS = new Set(['false', '0', 'no', 'off'])
+
+const bool = z.preprocess(
+  (v) => {
+    if (typeof v !== 'string') return v
+    const word = v.trim().toLowerCase()
+    if (TRUE_WORDS.has(word)) return true
+    if (FALSE_WORDS.has(word)) return false
+    return v
+  },
+  z.boolean({ error: 'must be true or false' }),
+)
+
+const int = (min: number, max: number) =>
+  z.coerce
+    .number({ error: 'must be a whole number' })
+    .int({ error: 'must be a whole number' })
+    .min(min, { error: `must be at least ${min}` })
+    .max(max, { error: `must be at most ${max}` })
+
+const port = int(0, 65535)
+
+const seconds = z.coerce
+  .number({ error: 'must be a number of seconds' })
+  .positive({ error: 'must be more than 0 seconds' })
+  .max(86_400, { error: 'must be at most 86400 seconds' })
+
+const httpUrl = z
+  .string()
+  .trim()
+  .refine(
+    (s) => {
+      try {
+        const u = new URL(s)
+        return u.protocol === 'http:' || u.protocol === 'https:'
+      } catch {
+        return false
+      }
+    },
+    { error: 'must be an http:// or https:// URL, e.g. http://127.0.0.1:7860' },
+  )
+  .transform((s) => s.replace(/\/+$/, ''))
+
+const host = z.string().trim().min(1, { error: 'must not be empty' })
+
+export const configSchema = z
+  .object({
+    A1111_BASE_URL: httpUrl.optional(),
+    A1111_USERNAME: z.string().optional(),
+    A1111_PASSWORD: z.string().optional(),
+    A1111_TIMEOUT: seconds.default(300),
+    SERVICE_API_KEY: z.string().optional(),
+    TARGET_WIDTH: int(1, 2048).default(240),
+    TARGET_HEIGHT: int(1, 2048).default(240),
+    LUMINANCE_INVERT: bool.default(false),
+    /** Byte order of each RGB565 pixel; ST7789 and GC9A01 drivers push big-endian bytes unchanged. */
+    PIXEL_FORMAT: z
+      .enum(['rgb565-be', 'rgb565-le'], { error: 'must be rgb565-be or rgb565-le' })
+      .default('rgb565-be'),
+    /** How a picture whose shape differs from the panel is fitted: crop (cover), letterbox (contain), stretch (fill). */
+    RESIZE_FIT: z
+      .enum(['cover', 'contain', 'fill'], { error: 'must be cover, contain or fill' })
+      .default('cover'),
+    /** Rows per frame chunk: 20 rows of 240 pixels is 9,600 bytes; a Pico W with a fragmented heap may need 10. */
+    BAND_ROWS: int(1, 2048).default(20),
+    /** zlib-compress each band (flag bit 0); MicroPython decodes it with deflate.DeflateIO. */
+    FRAME_COMPRESS: bool.default(false),
+    MQTT_HOST: host.default('0.0.0.0'),
+    MQTT_PORT: port.default(1883),
+    HTTP_HOST: host.default('0.0.0.0'),
+    HTTP_PORT: z
+      .union([z.literal('off'), port], { error: 'must be a port number (0-65535) or off' })
+      .default(8080),
+    BASE_TOPIC: z
+      .string()
+      .trim()
+      .regex(/^[^#+/\s]+(\/[^#+/\s]+)*$/, {
+        error: 'must be one or more topic levels without +, #, spaces or empty levels, e.g. pico',
+      })
+      .default('pico'),
+    DATA_DIR: z.string().trim().min(1, { error: 'must not be empty' }).default('./data'),
+    LOG_LEVEL: z
+      .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
+        error: 'must be one of fatal, error, warn, info, debug, trace, silent',
+      })
+      .default('info'),
+    /** Jobs that may wait, all devices together; past it prompts get E_QUEUE_FULL. */
+    QUEUE_MAX: int(1, 100_000).default(100),
+    /** How long a stop may take before the daemon gives up waiting for running work. */
+    SHUTDOWN_TIMEOUT: seconds.default(15),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    if ((c.A1111_USERNAME === undefined) !== (c.A1111_PASSWORD === undefined)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [c.A1111_USERNAME === undefined ? 'A1111_USERNAME' : 'A1111_PASSWORD'],
+        message: 'A1111_USERNAME and A1111_PASSWORD go together: set both or neither',
+      })
+    }
+  })
+
+export type Config = Readonly<z.infer<typeof configSchema>>
+
+/** The setting names, for picking them out of the environment. */
+export const SETTING_NAMES: readonly string[] = Object.keys(configSchema.shape)
+
+/** Settings whose values never appear in logs or in --check-config output. */
+export const SECRET_SETTINGS: ReadonlySet<string> = new Set(['A1111_PASSWORD', 'SERVICE_API_KEY'])

@@ -1,0 +1,48 @@
+/**
+ * The generator port: something that turns a txt2img request into a picture. The A1111 client and the demo
+ * generator implement it; the queue runs one job at a time on each.
+ */
+
+/**
+ * An A1111 txt2img body (`research/a1111-api.md` section 1.1). Prompts from MQTT are mapped to it; the HTTP
+ * passthrough forwards its clients' bodies as they are.
+ */
+export type Txt2ImgPayload = Record<string, unknown> & { prompt?: unknown }
+
+export interface GenerateProgress {
+  /** 0..1 */
+  progress: number
+  /** Seconds left, when the server knows. */
+  etaS: number | undefined
+  /** An intermediate picture (PNG or another format sharp reads), when the server has one. */
+  preview: Buffer | undefined
+}
+
+export interface GenerateHooks {
+  /** Aborted when the job is cancelled or superseded: the generator stops the work on its server. */
+  signal: AbortSignal
+  onProgress?: (p: GenerateProgress) => void
+}
+
+export interface GenerateResult {
+  /** The first picture, as encoded bytes (PNG from A1111 by default). */
+  image: Buffer
+  /** The seed actually used (A1111's `info.seed`), or -1 when the server does not say. */
+  seed: number
+  /** The A1111 answer as received, for the HTTP passthrough's JSON mode. */
+  upstream: { images: string[]; parameters: unknown; info: unknown }
+}
+
+export interface Generator {
+  /** A short name for logs and health (never a password; may be the server's address). */
+  readonly name: string
+  /**
+   * Runs one generation. Rejects with an AppError whose code says what went wrong; when `hooks.signal` is
+   * aborted it rejects with the signal's reason after stopping the work upstream.
+   */
+  generate(payload: Txt2ImgPayload, hooks: GenerateHooks): Promise<GenerateResult>
+  /** Answers quickly whether the server is there (for health); rejects with an AppError if not. */
+  check(): Promise<void>
+  /** Releases connections. Idempotent. */
+  close(): Promise<void>
+}

@@ -1,0 +1,132 @@
+import type { OutputInfo, Sharp } from 'sharp'
+import sharp from 'sharp'
+import { AppError } from '../errors.ts'
+import { packRgb565, unpackRgb565 } from './rgb565.ts'
+
+/*
+ * The sharp adapter: encoded picture in, panel frame out. Decoding, alpha, resizing and colour conversion run in
+ * libvips on libuv's thread pool; only the RGB565 packing (well under a millisecond per frame) runs on the event
+ * loop.
+ */
+
+export type ResizeFit = 'cover' | 'contain' | 'fill'
+export type Rgb565Format = 'rgb565-be' | 'rgb565-le'
+
+export interface ConvertOptions {
+  width: number
+  height: number
+  /** cover = crop the centre, contain = letterbox on black, fill = stretch. */
+  fit: ResizeFit
+  format: Rgb565Format
+  /** Colour negative, for panels left in INVON mode (LUMINANCE_INVERT). */
+  invert: boolean
+}
+
+/**
+ * Larger inputs are refused before their pixels are decoded: a tiny PNG can claim 30,000 x 30,000 pixels
+ * (a decompression bomb) and take gigabytes. 8192 x 8192 is far above anything A1111 produces, hires fix
+ * included.
+ */
+export const MAX_INPUT_PIXELS = 8192 * 8192
+
+/**
+ * Formats A1111 and its forks send (`samples_format` png, jpg, webp; avif and gif in some forks). Anything
+ * else, SVG and PDF in particular, is refused: they run a renderer, not a decoder, on bytes from the network.
+ */
+const ACCEPTED_FORMATS: ReadonlySet<string> = new Set(['png', 'jpeg', 'webp', 'gif', 'heif', 'tiff'])
+
+const BLACK = { r: 0, g: 0, b: 0, alpha: 1 }
+
+/**
+ * Turns an encoded picture (PNG, JPEG, WEBP, ...) into a `width` x `height` RGB565 frame. Transparent pixels are
+ * flattened onto black (the older proxy dropped alpha and showed the hidden colour); resizing uses Lanczos-3.
+ *
+ * @throws AppError E_BAD_IMAGE when the bytes are not a picture sharp can decode, or one larger than
+ *   {@link MAX_INPUT_PIXELS}.
+ */
+export async function imageToRgb565(image: Buffer, options: ConvertOptions): Promise<Buffer> {
+  const rgb = await decodeToRgb(image, options)
+  return packRgb565(rgb, { littleEndian: options.format === 'rgb565-le', invert: options.invert })
+}
+
+async function decodeToRgb(image: Buffer, options: ConvertOptions): Promise<Buffer> {
+  if (image.length === 0) throw badImage('it is empty (0 bytes)')
+  let result: { data: Buffer; info: OutputInfo }
+  try {
+    // failOn 'error' rather than the default 'warning': libpng warns about common harmless things (an
+    // "incorrect" sRGB ICC profile), and a panel should show those pictures; truncated data still fails.
+    const input = sharp(image, { limitInputPixels: MAX_INPUT_PIXELS, failOn: 'error' })
+    await assertAcceptedFormat(input)
+    result = await input
+      .flatten({ background: BLACK })
+      .resize(options.width, options.height, {
+        fit: options.fit,
+        position: 'centre',
+        kernel: 'lanczos3',
+        background: BLACK,
+      })
+      .removeAlpha()
+      // Greyscale and 16-bit inputs come out as 3 channels of 8 bits like any other.
+      .toColourspace('srgb')
+      .raw({ depth: 'uchar' })
+      .toBuffer({ resolveWithObject: true })
+  } catch (err) {
+    if (err instanceof AppError) throw err
+    throw badImage(describeSharpError(err), err)
+  }
+  assertRgbShape(result, options)
+  return result.data
+}
+
+async function assertAcceptedFormat(input: Sharp): Promise<void> {
+  // metadata() reads the header only; it also rejects a picture over limitInputPixels before any decoding.
+  const { format } = await input.metadata()
+  if (!ACCEPTED_FORMATS.has(format)) {
+    throw badImage(`${format} is not a format a generator sends (png, jpeg, webp, gif, avif, tiff)`)
+  }
+}
+
+function assertRgbShape(result: { data: Buffer; info: OutputInfo }, options: ConvertOptions): void {
+  const { info, data } = result
+  const expected = options.width * options.height * 3
+  if (info.channels !== 3 || data.length !== expected) {
+    throw badImage(
+      `it decoded to ${info.channels} channels and ${data.length} bytes, expected 3 and ${expected}`,
+    )
+  }
+}
+
+function describeSharpError(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err)
+  if (/pixel limit/i.test(message)) {
+    return `it is larger than ${MAX_INPUT_PIXELS} pixels (${message})`
+  }
+  return message
+}
+
+function badImage(reason: string, cause?: unknown): AppError {
+  return new AppError('E_BAD_IMAGE', `the picture could not be decoded: ${reason}`, { cause })
+}
+
+/**
+ * Encodes an RGB565 frame as PNG, for the dashboard's frame.png and the simulated device: what the panel shows,
+ * with the 5/6-bit levels expanded back to 8 bits.
+ *
+ * @throws RangeError when `pixels` does not hold `width * height` pixels (a bug in the caller).
+ */
+export async function rgb565ToPng(
+  pixels: Uint8Array,
+  width: number,
+  height: number,
+  littleEndian: boolean,
+): Promise<Buffer> {
+  if (pixels.length !== width * height * 2) {
+    throw new RangeError(
+      `a ${width}x${height} RGB565 frame is ${width * height * 2} bytes, got ${pixels.length}`,
+    )
+  }
+  const rgb = unpackRgb565(pixels, littleEndian)
+  return sharp(rgb, { raw: { width, height, channels: 3 } })
+    .png()
+    .toBuffer()
+}

@@ -36,7 +36,7 @@ export function loadConfig(options: LoadOptions): Config {
   const problems: string[] = []
 
   const put = (name: string, value: unknown, source: Source) => {
-    if (value === '' || value === null || value === undefined) return
+    if (value === null || value === undefined || (typeof value === 'string' && value.trim() === '')) return
     raw[name] = value
     sources.set(name, source)
   }
@@ -57,10 +57,10 @@ export function loadConfig(options: LoadOptions): Config {
   }
   for (const name of SETTING_NAMES) put(name, options.env[name], 'environment')
 
-  if (problems.length > 0) throw new ConfigError(problems)
-
-  const parsed = configSchema.safeParse(raw)
-  if (!parsed.success) throw new ConfigError(describeIssues(parsed.error.issues, raw, sources))
+  // Every problem at once: file problems and bad values together, so one edit can fix them all.
+  const parsed = configSchema.safeParse(raw, { reportInput: true })
+  if (!parsed.success) problems.push(...describeIssues(parsed.error.issues, raw, sources))
+  if (problems.length > 0 || !parsed.success) throw new ConfigError(problems)
   return deepFreeze(parsed.data)
 }
 
@@ -109,7 +109,8 @@ function describeIssues(
     const name = issue.path.length > 0 ? issue.path.map(String).join('.') : '(settings)'
     const top = String(issue.path[0] ?? '')
     if (issue.code === 'unrecognized_keys') return `${issue.keys.join(', ')}: unknown setting`
-    const source = sources.get(top) ?? 'default'
+    // A pairing rule names the missing half; the value to fix came from where the other half was set.
+    const source = sources.get(top) ?? sources.get(pairOf(top)) ?? 'default'
     const shown = SECRET_SETTINGS.has(top)
       ? ''
       : raw[top] === undefined
@@ -117,6 +118,12 @@ function describeIssues(
         : `, got ${JSON.stringify(raw[top])}`
     return `${name} (${source}): ${issue.message}${shown}`
   })
+}
+
+function pairOf(name: string): string {
+  if (name === 'A1111_USERNAME') return 'A1111_PASSWORD'
+  if (name === 'A1111_PASSWORD') return 'A1111_USERNAME'
+  return name
 }
 
 function suggest(name: string): string {

@@ -20,19 +20,31 @@ const bool = z.preprocess(
   z.boolean({ error: 'must be true or false' }),
 )
 
+/**
+ * Numbers come as strings from the environment and as numbers from the config file. Only those two are
+ * accepted: a blind coercion would turn `true` into 1 and `[]` into 0 (port 0 means "any free port").
+ */
+const fromString = (v: unknown) => (typeof v === 'string' && v.trim() !== '' ? Number(v) : v)
+
 const int = (min: number, max: number) =>
-  z.coerce
-    .number({ error: 'must be a whole number' })
-    .int({ error: 'must be a whole number' })
-    .min(min, { error: `must be at least ${min}` })
-    .max(max, { error: `must be at most ${max}` })
+  z.preprocess(
+    fromString,
+    z
+      .number({ error: 'must be a whole number' })
+      .int({ error: 'must be a whole number' })
+      .min(min, { error: `must be at least ${min}` })
+      .max(max, { error: `must be at most ${max}` }),
+  )
 
 const port = int(0, 65535)
 
-const seconds = z.coerce
-  .number({ error: 'must be a number of seconds' })
-  .positive({ error: 'must be more than 0 seconds' })
-  .max(86_400, { error: 'must be at most 86400 seconds' })
+const seconds = z.preprocess(
+  fromString,
+  z
+    .number({ error: 'must be a number of seconds' })
+    .positive({ error: 'must be more than 0 seconds' })
+    .max(86_400, { error: 'must be at most 86400 seconds' }),
+)
 
 const httpUrl = z
   .string()
@@ -41,12 +53,15 @@ const httpUrl = z
     (s) => {
       try {
         const u = new URL(s)
-        return u.protocol === 'http:' || u.protocol === 'https:'
+        return (u.protocol === 'http:' || u.protocol === 'https:') && u.username === '' && u.password === ''
       } catch {
         return false
       }
     },
-    { error: 'must be an http:// or https:// URL, e.g. http://127.0.0.1:7860' },
+    {
+      error:
+        'must be an http:// or https:// URL without user:password (set A1111_USERNAME and A1111_PASSWORD), e.g. http://127.0.0.1:7860',
+    },
   )
   .transform((s) => s.replace(/\/+$/, ''))
 
@@ -78,7 +93,10 @@ export const configSchema = z
     MQTT_PORT: port.default(1883),
     HTTP_HOST: host.default('0.0.0.0'),
     HTTP_PORT: z
-      .union([z.literal('off'), port], { error: 'must be a port number (0-65535) or off' })
+      .preprocess(
+        (v) => (typeof v === 'string' && v.trim().toLowerCase() === 'off' ? 'off' : v),
+        z.union([z.literal('off'), port], { error: 'must be a port number (0-65535) or off' }),
+      )
       .default(8080),
     BASE_TOPIC: z
       .string()
@@ -95,6 +113,10 @@ export const configSchema = z
       .default('info'),
     /** Jobs that may wait, all devices together; past it prompts get E_QUEUE_FULL. */
     QUEUE_MAX: int(1, 100_000).default(100),
+    /** Largest MQTT packet a client may send; larger ones close its connection (Aedes 1.x has no limit). */
+    MQTT_MAX_PACKET: int(1024, 268_435_455).default(262_144),
+    /** Time per step the demo generator pretends to take, so progress can be seen without a GPU. */
+    DEMO_STEP_MS: int(0, 10_000).default(100),
     /** How long a stop may take before the daemon gives up waiting for running work. */
     SHUTDOWN_TIMEOUT: seconds.default(15),
   })

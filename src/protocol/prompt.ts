@@ -8,12 +8,17 @@ export const MAX_PROMPT_CHARS = 4000
 /** Generation defaults of CONTRACT section 3 (A1111's own API default of 50 steps is too slow for a panel). */
 export const GENERATION_DEFAULTS = { width: 512, height: 512, steps: 20, cfgScale: 7, seed: -1 } as const
 
-const text = (max: number) => z.string().max(max, { error: `must be at most ${max} characters` })
+const text = (max: number) =>
+  z.string({ error: 'must be a string' }).max(max, { error: `must be at most ${max} characters` })
 
 /** The JSON form of a prompt on `<base>/<id>/prompt` (and the body of the HTTP device route). */
 export const promptJsonSchema = z
   .object({
-    prompt: text(MAX_PROMPT_CHARS).trim().min(1, { error: 'must not be empty' }),
+    prompt: z
+      .string({ error: 'must be a string' })
+      .max(MAX_PROMPT_CHARS, { error: `must be at most ${MAX_PROMPT_CHARS} characters` })
+      .trim()
+      .min(1, { error: 'must not be empty' }),
     negative_prompt: text(MAX_PROMPT_CHARS).optional(),
     seed: z
       .number({ error: 'must be a number' })
@@ -105,7 +110,8 @@ export function parsePromptJson(json: unknown): PromptRequest {
   if (typeof json !== 'object' || json === null || Array.isArray(json)) {
     throw badPrompt('JSON prompt must be an object like {"prompt": "a red fox"}')
   }
-  const parsed = promptJsonSchema.safeParse(json)
+  // reportInput: without it zod 4 leaves the input off its issues and a wrong type reads like a missing field.
+  const parsed = promptJsonSchema.safeParse(json, { reportInput: true })
   if (!parsed.success) {
     const problems = parsed.error.issues.map((issue) => {
       if (issue.code === 'unrecognized_keys')

@@ -1,0 +1,154 @@
+import type { Client } from 'aedes'
+import type { Logger } from 'pino'
+import { topicMatches } from '../protocol/topics.ts'
+
+/*
+ * Frame delivery that no single device can stall. Aedes fans every broker.publish() out through one
+ * broker-wide queue with a fixed number of slots, so one display that stops reading would hold up frames
+ * for everyone (research/aedes-ha.md items 4-5). Frames therefore skip that queue: each subscribed client
+ * gets its own small outbox and is written to directly with client.publish(). Memory per client stays
+ * bounded because a newer frame on a topic replaces whatever of the older one has not been written yet.
+ */
+
+/** Chunks handed to a client's socket and not yet flushed; more waits in the outbox. */
+const WRITE_WINDOW = 4
+
+/*
+ * Aedes drops a packet for a client when it has already delivered one with a higher (brokerId, counter) to
+ * that client, a guard against loops in clusters. Direct publishes would take counters from the broker's own
+ * sequence and overtake retained status messages that are still being stored, which Aedes would then drop.
+ * Frames therefore carry a sequence of their own under a separate id; they reach each client in order.
+ */
+const FRAME_SEQUENCE_ID = 'pico-a1111-bridge/frames'
+
+interface Outgoing {
+  topic: string
+  payload: Buffer
+  qos: 0 | 1
+}
+
+interface Outbox {
+  client: Client
+  queue: Outgoing[]
+  inFlight: number
+}
+
+/** The part of Aedes' client the typings leave out: its subscriptions, keyed by filter. */
+type ClientWithSubscriptions = Client & { subscriptions?: Record<string, { qos: number } | undefined> }
+
+export interface FrameDelivery {
+  /**
+   * Queues chunks for every connected client whose subscriptions match `topic`. Chunks of an older frame on
+   * the same topic that are still waiting are dropped first. Returns how many clients will get the frame.
+   */
+  send(topic: string, chunks: readonly Buffer[]): number
+  /** Queues chunks for one client (a frame resent because it just subscribed). */
+  sendTo(client: Client, topic: string, chunks: readonly Buffer[]): void
+  /** The QoS a client's subscriptions grant for `topic`, or null when it is not subscribed. */
+  grantedQos(client: Client, topic: string): 0 | 1 | null
+  /** Forgets a client that went away, with whatever was waiting for it. */
+  forget(client: Client): void
+  /** Chunks waiting in all outboxes (for health and metrics). */
+  queuedChunks(): number
+}
+
+export function createFrameDelivery(deps: {
+  clients: () => Iterable<Client>
+  log: Logger
+  onChunkSent?: (bytes: number) => void
+}): FrameDelivery {
+  const outboxes = new Map<Client, Outbox>()
+  let sequence = 0
+
+  function grantedQos(client: Client, topic: string): 0 | 1 | null {
+    const subs = (client as ClientWithSubscriptions).subscriptions
+    if (!subs) return null
+    let best: 0 | 1 | null = null
+    for (const [filter, sub] of Object.entries(subs)) {
+      if (!sub || !topicMatches(filter, topic)) continue
+      // Frames go at QoS 1 at most. A persistent (clean=false) session would make Aedes store every QoS 1
+      // frame for an offline client without bound (research/aedes-ha.md item 7), so those get QoS 0.
+      const qos: 0 | 1 = sub.qos >= 1 && client.clean ? 1 : 0
+      if (best === null || qos > best) best = qos
+    }
+    return best
+  }
+
+  function outboxOf(client: Client): Outbox {
+    let box = outboxes.get(client)
+    if (!box) {
+      box = { client, queue: [], inFlight: 0 }
+      outboxes.set(client, box)
+    }
+    return box
+  }
+
+  function enqueue(client: Client, topic: string, chunks: readonly Buffer[], qos: 0 | 1): void {
+    const box = outboxOf(client)
+    box.queue = box.queue.filter((o) => o.topic !== topic)
+    for (const payload of chunks) box.queue.push({ topic, payload, qos })
+    pump(box)
+  }
+
+  function pump(box: Outbox): void {
+    while (box.inFlight < WRITE_WINDOW && box.queue.length > 0) {
+      const next = box.queue.shift()!
+      if (box.client.closed) {
+        forget(box.client)
+        return
+      }
+      box.inFlight++
+      box.client.publish(
+        {
+          cmd: 'publish',
+          topic: next.topic,
+          payload: next.payload,
+          qos: next.qos,
+          retain: false,
+          dup: false,
+          ...{ brokerId: FRAME_SEQUENCE_ID, brokerCounter: ++sequence },
+        },
+        (err) => {
+          box.inFlight--
+          if (err) {
+            deps.log.debug({ err, clientId: box.client.id }, 'frame chunk not delivered')
+            forget(box.client)
+            return
+          }
+          deps.onChunkSent?.(next.payload.length)
+          if (outboxes.get(box.client) === box) pump(box)
+        },
+      )
+    }
+  }
+
+  function forget(client: Client): void {
+    const box = outboxes.get(client)
+    if (box) box.queue.length = 0
+    outboxes.delete(client)
+  }
+
+  return {
+    send(topic, chunks) {
+      let count = 0
+      for (const client of deps.clients()) {
+        const qos = grantedQos(client, topic)
+        if (qos === null || client.closed) continue
+        enqueue(client, topic, chunks, qos)
+        count++
+      }
+      return count
+    },
+    sendTo(client, topic, chunks) {
+      const qos = grantedQos(client, topic)
+      if (qos !== null && !client.closed) enqueue(client, topic, chunks, qos)
+    },
+    grantedQos,
+    forget,
+    queuedChunks() {
+      let n = 0
+      for (const box of outboxes.values()) n += box.queue.length + box.inFlight
+      return n
+    },
+  }
+}

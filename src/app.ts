@@ -1,12 +1,16 @@
 import type { Client } from 'aedes'
 import type { Logger } from 'pino'
 import { createEmbeddedBroker } from './broker/broker.ts'
+import { subscriptionFilters } from './broker/delivery.ts'
 import type { Config } from './config/schema.ts'
 import { createA1111Generator } from './generator/a1111.ts'
 import { createDemoGenerator } from './generator/demo.ts'
+import { createGeneratorHealth } from './generator/health.ts'
 import type { Generator } from './generator/types.ts'
+import { createHttpServer, type HttpServer } from './http/server.ts'
 import type { DeviceJobDeps } from './jobs/device-job.ts'
-import { createIntake } from './jobs/intake.ts'
+import { createDeviceRegistry } from './jobs/device-registry.ts'
+import { createIntake, newJobId } from './jobs/intake.ts'
 import { createJobQueue } from './jobs/queue.ts'
 import { encodeFrame, FORMAT_RGB565_BE, FORMAT_RGB565_LE } from './protocol/frame.ts'
 import { statusMessage } from './protocol/status.ts'
@@ -59,11 +63,14 @@ export function createApp(config: Config, deps: AppDeps): App {
   const now = deps.now ?? (() => new Date())
   const topics = createTopics(config.BASE_TOPIC)
   const store = createFrameStore(config.DATA_DIR, { log: log.child({ module: 'store' }) })
+  const startedAt = Date.now()
   const generators = createGenerators(config, log)
+  const health = createGeneratorHealth(generators, { log: log.child({ module: 'health' }), now })
   const queue = createJobQueue({
     generators,
     maxWaiting: config.QUEUE_MAX,
     log: log.child({ module: 'queue' }),
+    onGeneration: (generator, ms, error) => health.recordGeneration(generator, ms, error),
   })
 
   const broker = createEmbeddedBroker(
@@ -100,6 +107,7 @@ export function createApp(config: Config, deps: AppDeps): App {
     queue,
     jobDeps,
     log: log.child({ module: 'intake' }),
+    seen: (deviceId) => devices.seen(deviceId),
     async resend(deviceId) {
       const frame = await store.read(deviceId)
       if (!frame) return false
@@ -107,6 +115,46 @@ export function createApp(config: Config, deps: AppDeps): App {
       return true
     },
   })
+
+  const devices = createDeviceRegistry({ store, now, connectedIds })
+
+  /** Devices with a connected client subscribed under their own id (`pico/kitchen/...`, not `pico/#`). */
+  function connectedIds(): Set<string> {
+    const ids = new Set<string>()
+    const depth = config.BASE_TOPIC.split('/').length
+    for (const client of broker.clients()) {
+      for (const filter of subscriptionFilters(client)) {
+        const levels = filter.split('/')
+        const id = levels[depth]
+        if (levels.slice(0, depth).join('/') === config.BASE_TOPIC && id && id !== '+' && id !== '#')
+          ids.add(id)
+      }
+    }
+    return ids
+  }
+
+  const http: HttpServer | null =
+    config.HTTP_PORT === 'off'
+      ? null
+      : createHttpServer({
+          config,
+          log: log.child({ module: 'http' }),
+          queue,
+          intake,
+          store,
+          newJobId,
+          devices: () => devices.list(),
+          health: () => ({
+            ok: health.anyUp(),
+            body: {
+              status: health.anyUp() ? 'ok' : 'unavailable',
+              uptime_s: Math.round((Date.now() - startedAt) / 1000),
+              broker: { clients: broker.connectedClients() },
+              queue: { waiting: queue.waiting(), running: queue.running() },
+              generators: health.statuses(),
+            },
+          }),
+        })
 
   function chunksOf(frame: StoredFrame): Buffer[] {
     return encodeFrame({
@@ -132,6 +180,7 @@ export function createApp(config: Config, deps: AppDeps): App {
       const baseLevels = config.BASE_TOPIC.split('/').length
       const deviceLevel = levels[baseLevels]
       if (deviceLevel === undefined || deviceLevel === '+' || deviceLevel === '#') continue
+      devices.seen(deviceLevel)
       if (!store.meta(deviceLevel)) continue
       const topic = topics.device(deviceLevel, 'frame')
       if (broker.delivery.grantedQos(client, topic) === null) continue
@@ -152,8 +201,10 @@ export function createApp(config: Config, deps: AppDeps): App {
       await store.load()
       const { port: mqttPort } = await broker.start()
       started = true
+      const httpPort = http ? (await http.start()).port : null
+      health.start()
       await broker.publishRetained(topics.bridgeState, JSON.stringify({ state: 'online' }))
-      const ports: RunningPorts = { mqttPort, httpPort: null }
+      const ports: RunningPorts = { mqttPort, httpPort }
       log.info(
         {
           ...ports,
@@ -175,6 +226,8 @@ export function createApp(config: Config, deps: AppDeps): App {
         timer.unref()
         await queue.stop(deadline.signal)
         clearTimeout(timer)
+        health.stop()
+        await http?.stop()
         if (started) {
           await broker
             .publishRetained(topics.bridgeState, JSON.stringify({ state: 'offline' }))

@@ -9,6 +9,7 @@ export const ERROR_CODES = [
   'E_QUEUE_FULL', // too many jobs are waiting
   'E_RATE_LIMITED', // this device sent too many prompts
   'E_NOT_FOUND', // no such job, device or frame
+  'E_CANCELLED', // the job was cancelled before it finished (DELETE, a newer prompt, shutdown)
   'E_UNAUTHORIZED', // missing or wrong API key
   'E_SHUTTING_DOWN', // the bridge is stopping and takes no new work
   'E_GEN_TIMEOUT', // A1111 did not answer within A1111_TIMEOUT

@@ -46,6 +46,8 @@ export interface EmbeddedBroker {
   publishRetained(topic: string, payload: string | Buffer): Promise<void>
   readonly delivery: FrameDelivery
   connectedClients(): number
+  /** The connected clients, for working out which devices are online. */
+  clients(): Iterable<Client>
 }
 
 export function createEmbeddedBroker(
@@ -111,6 +113,7 @@ export function createEmbeddedBroker(
   return {
     delivery,
     connectedClients: () => clients.size,
+    clients: () => clients.values(),
 
     async start() {
       const broker = new Aedes({ authorizePublish, drainTimeout: DRAIN_TIMEOUT_MS, concurrency: 1000 })

@@ -36,6 +36,11 @@ interface Outbox {
 /** The part of Aedes' client the typings leave out: its subscriptions, keyed by filter. */
 type ClientWithSubscriptions = Client & { subscriptions?: Record<string, { qos: number } | undefined> }
 
+/** The filters a client subscribed with (Aedes keeps them on the client object). */
+export function subscriptionFilters(client: Client): string[] {
+  return Object.keys((client as ClientWithSubscriptions).subscriptions ?? {})
+}
+
 export interface FrameDelivery {
   /**
    * Queues chunks for every connected client whose subscriptions match `topic`. Chunks of an older frame on

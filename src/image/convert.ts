@@ -130,3 +130,15 @@ export async function rgb565ToPng(
     .png()
     .toBuffer()
 }
+
+const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])
+
+/** The picture as PNG: returned as it is when it already is one (A1111's default), re-encoded otherwise. */
+export async function asPng(image: Buffer): Promise<Buffer> {
+  if (image.subarray(0, 8).equals(PNG_SIGNATURE)) return image
+  try {
+    return await sharp(image, { limitInputPixels: MAX_INPUT_PIXELS, failOn: 'error' }).png().toBuffer()
+  } catch (err) {
+    throw badImage((err as Error).message, err)
+  }
+}

@@ -29,6 +29,8 @@ export function createIntake(deps: {
   jobDeps: DeviceJobDeps
   /** Sends the device's last frame again to its subscribers. */
   resend(deviceId: string): Promise<boolean>
+  /** Told about every valid device id that sends something, for the device list. */
+  seen(deviceId: string): void
   log: Logger
 }): Intake {
   const log = deps.log
@@ -40,6 +42,7 @@ export function createIntake(deps: {
   }
 
   function submitPrompt(deviceId: string, prompt: ReturnType<typeof parsePromptPayload>): Job {
+    deps.seen(deviceId)
     const job = createDeviceJob(deps.jobDeps, newJobId(), deviceId, prompt)
     deps.queue.submit(job)
     log.info({ deviceId, jobId: job.id, prompt: prompt.prompt.slice(0, 200) }, 'prompt queued')
@@ -65,6 +68,7 @@ export function createIntake(deps: {
         return
       }
       const deviceId = parsed.deviceId
+      deps.seen(deviceId)
       switch (parsed.kind) {
         case 'prompt': {
           let prompt: ReturnType<typeof parsePromptPayload>

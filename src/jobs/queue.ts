@@ -82,7 +82,15 @@ export interface JobQueue {
 /** Finished jobs stay visible (for GET /api/v1/jobs/{id}) until this many newer ones have finished. */
 const FINISHED_KEPT = 500
 
-export function createJobQueue(deps: { generators: Generator[]; maxWaiting: number; log: Logger }): JobQueue {
+export interface JobQueueDeps {
+  generators: Generator[]
+  maxWaiting: number
+  log: Logger
+  /** Told about every generation that ran, for health and metrics; `error` is undefined on success. */
+  onGeneration?(generator: Generator, ms: number, error: unknown): void
+}
+
+export function createJobQueue(deps: JobQueueDeps): JobQueue {
   const log = deps.log
   const slots: Slot[] = deps.generators.map((generator) => ({ generator, busy: false }))
   const line: Entry[] = []
@@ -143,12 +151,15 @@ export function createJobQueue(deps: { generators: Generator[]; maxWaiting: numb
     } catch (err) {
       slot.busy = false
       dispatch()
+      if (!(err instanceof JobCancelled))
+        deps.onGeneration?.(slot.generator, performance.now() - started, err)
       finishWithError(entry, err, jobLog)
       return
     }
     slot.busy = false
     dispatch()
     const genMs = Math.round(performance.now() - started)
+    deps.onGeneration?.(slot.generator, genMs, undefined)
     if (controller.signal.aborted) return
     entry.state = 'finishing'
     try {

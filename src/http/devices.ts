@@ -1,0 +1,98 @@
+import type { FastifyInstance } from 'fastify'
+import { AppError } from '../errors.ts'
+import { rgb565ToPng } from '../image/convert.ts'
+import type { Intake } from '../jobs/intake.ts'
+import type { JobQueue, JobView } from '../jobs/queue.ts'
+import { parsePromptJson } from '../protocol/prompt.ts'
+import { DEVICE_ID_PATTERN, RESERVED_DEVICE_ID } from '../protocol/topics.ts'
+import type { FrameStore } from '../store/frame-store.ts'
+import { sendError } from './errors.ts'
+
+/*
+ * An HTTP door to the devices, for automations that do not speak MQTT (Home Assistant's rest_command, a
+ * cron job, a dashboard): queue a prompt for a device, follow or cancel the job, list the devices and fetch
+ * a device's last picture as PNG (Home Assistant's image entity can take it by URL).
+ */
+
+export interface DeviceInfo {
+  id: string
+  connected: boolean
+  last_seen: string | null
+  last_frame_at: string | null
+  frame_id: number | null
+}
+
+export interface DevicesDeps {
+  intake: Intake
+  queue: JobQueue
+  store: FrameStore
+  devices(): DeviceInfo[]
+}
+
+export function registerDeviceRoutes(app: FastifyInstance, deps: DevicesDeps): void {
+  app.post('/api/v1/devices/:id/prompt', async (request, reply) => {
+    const id = deviceId(request.params)
+    const prompt = parsePromptJson(request.body)
+    const job = deps.intake.submitPrompt(id, prompt)
+    return reply.code(202).send({ job: job.id, device: id, status_url: `/api/v1/jobs/${job.id}` })
+  })
+
+  app.get('/api/v1/jobs/:job', async (request, reply) => {
+    const view = deps.queue.view((request.params as { job: string }).job)
+    if (!view) return sendError(reply, notFound('job'))
+    return reply.send(describeJob(view))
+  })
+
+  app.delete('/api/v1/jobs/:job', async (request, reply) => {
+    const jobId = (request.params as { job: string }).job
+    const view = deps.queue.view(jobId)
+    if (!view) return sendError(reply, notFound('job'))
+    if (!deps.queue.cancel(jobId, 'requested')) {
+      return reply
+        .code(409)
+        .send({
+          error: { code: 'E_BAD_REQUEST', message: `job ${jobId} has already finished (${view.state})` },
+        })
+    }
+    return reply.send(describeJob(deps.queue.view(jobId)!))
+  })
+
+  app.get('/api/v1/devices', async (_request, reply) => reply.send({ devices: deps.devices() }))
+
+  app.get('/api/v1/devices/:id/frame.png', async (request, reply) => {
+    const id = deviceId(request.params)
+    const frame = await deps.store.read(id)
+    if (!frame) return sendError(reply, new AppError('E_NOT_FOUND', `device ${id} has no picture yet`))
+    const png = await rgb565ToPng(frame.pixels, frame.width, frame.height, frame.format === 'rgb565-le')
+    return reply
+      .type('image/png')
+      .header('cache-control', 'no-cache')
+      .header('last-modified', new Date(frame.finishedAt).toUTCString())
+      .header('x-frame-id', String(frame.frameId))
+      .send(png)
+  })
+}
+
+function deviceId(params: unknown): string {
+  const id = (params as { id: string }).id
+  if (!DEVICE_ID_PATTERN.test(id) || id === RESERVED_DEVICE_ID) {
+    throw new AppError('E_BAD_REQUEST', 'device ids are 1-64 letters, digits, _ or - (and not "bridge")')
+  }
+  return id
+}
+
+function notFound(what: string): AppError {
+  return new AppError('E_NOT_FOUND', `no such ${what} (finished jobs are kept for a while, then forgotten)`)
+}
+
+/** A job as the HTTP API shows it: its state, and the fields of its latest status message. */
+function describeJob(view: JobView): Record<string, unknown> {
+  const { state: _state, ...last } = view.last ?? {}
+  return {
+    job: view.id,
+    device: view.deviceId ?? null,
+    state: view.state,
+    position: view.position ?? null,
+    ...last,
+  }
+}

@@ -1,0 +1,142 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { Config } from '../config/schema.ts'
+import { AppError } from '../errors.ts'
+import type { GenerateResult, Txt2ImgPayload } from '../generator/types.ts'
+import { asPng, imageToRgb565 } from '../image/convert.ts'
+import { createAwaitedJob } from '../jobs/awaited-job.ts'
+import type { JobQueue } from '../jobs/queue.ts'
+import { badRequest, sendError } from './errors.ts'
+
+/*
+ * The drop-in for the older Python proxy: Picos in the field POST an A1111 txt2img body and read the frame as
+ * raw RGB565, so they keep working when only the server address changes (CONTRACT section 6). Requests go
+ * through the same queue and generators as MQTT prompts.
+ */
+
+export interface PassthroughDeps {
+  config: Config
+  queue: JobQueue
+  newJobId(): string
+}
+
+interface Converted {
+  pixels: Buffer
+  width: number
+  height: number
+  generated: GenerateResult
+}
+
+const SIZE_LIMIT = 2048
+
+export function registerPassthrough(app: FastifyInstance, deps: PassthroughDeps): void {
+  const { config } = deps
+
+  app.post('/sdapi/v1/txt2img', async (request, reply) => {
+    const body = request.body
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+      return sendError(reply, badRequest('the body must be a JSON object: an A1111 txt2img request'))
+    }
+    const { return_base64: returnBase64, ...payload } = body as Txt2ImgPayload & { return_base64?: unknown }
+    const size = frameSize(request, config)
+    const wantsJson = returnBase64 === true || prefersJson(request.headers.accept)
+    const { job, result } = createAwaitedJob<Converted>(deps.newJobId(), payload, async (generated) => ({
+      pixels: await imageToRgb565(generated.image, {
+        width: size.width,
+        height: size.height,
+        fit: config.RESIZE_FIT,
+        format: config.PIXEL_FORMAT,
+        invert: config.LUMINANCE_INVERT,
+      }),
+      ...size,
+      generated,
+    }))
+    const frame = await runFor(request, reply, deps.queue, job, result)
+    if (!frame) return reply
+    if (wantsJson) {
+      return reply.type('application/json').send({
+        image_base64: frame.pixels.toString('base64'),
+        width: frame.width,
+        height: frame.height,
+        format: config.PIXEL_FORMAT,
+        images: frame.generated.upstream.images,
+        parameters: frame.generated.upstream.parameters,
+        info: frame.generated.upstream.info,
+      })
+    }
+    return reply
+      .type('application/octet-stream')
+      .header('x-image-width', String(frame.width))
+      .header('x-image-height', String(frame.height))
+      .header('x-image-format', config.PIXEL_FORMAT)
+      .send(frame.pixels)
+  })
+
+  // The query API of the older "sd-b64-api" clients: GET /text?input="a monkey with a hat" answers with the
+  // generated PNG in base64 under the key "image-base64".
+  app.get('/text', async (request, reply) => {
+    const input = (request.query as Record<string, unknown>).input
+    if (typeof input !== 'string' || input.trim() === '') {
+      return sendError(reply, badRequest('give the prompt as ?input=..., e.g. /text?input=a%20red%20fox'))
+    }
+    const prompt = input.trim().replace(/^"(.*)"$/s, '$1')
+    const payload: Txt2ImgPayload = { prompt, steps: 20, width: 512, height: 512, cfg_scale: 7, seed: -1 }
+    const { job, result } = createAwaitedJob(deps.newJobId(), payload, (generated) => asPng(generated.image))
+    const png = await runFor(request, reply, deps.queue, job, result)
+    if (!png) return reply
+    return reply.type('application/json').send({ 'image-base64': png.toString('base64') })
+  })
+}
+
+/**
+ * Queues the job, cancels it if the client hangs up before the answer (A1111 is interrupted rather than left
+ * generating for nobody), and waits for it. Returns undefined when an error answer was already sent.
+ */
+async function runFor<T>(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  queue: JobQueue,
+  job: { id: string },
+  result: Promise<T>,
+): Promise<T | undefined> {
+  try {
+    queue.submit(job as Parameters<JobQueue['submit']>[0])
+  } catch (err) {
+    sendError(reply, err)
+    return undefined
+  }
+  const onClose = () => {
+    if (!reply.raw.writableFinished && queue.cancel(job.id, 'client_gone')) {
+      request.log.info({ jobId: job.id }, 'client went away; job cancelled')
+    }
+  }
+  reply.raw.once('close', onClose)
+  try {
+    return await result
+  } catch (err) {
+    sendError(reply, err)
+    return undefined
+  }
+}
+
+function prefersJson(accept: string | undefined): boolean {
+  if (!accept) return false
+  return accept.includes('application/json') && !accept.includes('application/octet-stream')
+}
+
+/** The frame size: the settings, or `?width=&height=` for one request. */
+function frameSize(request: FastifyRequest, config: Config): { width: number; height: number } {
+  const query = request.query as Record<string, unknown>
+  return {
+    width: sizeParam(query.width, 'width') ?? config.TARGET_WIDTH,
+    height: sizeParam(query.height, 'height') ?? config.TARGET_HEIGHT,
+  }
+}
+
+function sizeParam(value: unknown, name: string): number | undefined {
+  if (value === undefined) return undefined
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < 1 || n > SIZE_LIMIT) {
+    throw new AppError('E_BAD_REQUEST', `${name} must be a whole number from 1 to ${SIZE_LIMIT}`)
+  }
+  return n
+}

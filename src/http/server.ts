@@ -1,0 +1,121 @@
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify'
+import type { Logger } from 'pino'
+import type { Config } from '../config/schema.ts'
+import { AppError } from '../errors.ts'
+import { createKeyCheck } from './auth.ts'
+import { type DevicesDeps, registerDeviceRoutes } from './devices.ts'
+import { sendError } from './errors.ts'
+import { type PassthroughDeps, registerPassthrough } from './passthrough.ts'
+
+/*
+ * The HTTP listener (HTTP_HOST:HTTP_PORT): the older proxy's passthrough, an HTTP door to the devices, and
+ * /health. Built by an app factory separate from listen(), so tests can inject requests without a socket.
+ */
+
+/** The older proxy had no limit; A1111 txt2img bodies are a few KB (CONTRACT: 1 MB). */
+const BODY_LIMIT_BYTES = 1024 * 1024
+
+export interface HttpDeps extends PassthroughDeps, DevicesDeps {
+  config: Config
+  log: Logger
+  /** The /health body and whether the bridge can serve (at least one generator answers). */
+  health(): { ok: boolean; body: Record<string, unknown> }
+  /** Extra routes (metrics) registered by their owners. */
+  extraRoutes?: ((app: FastifyInstance) => void)[]
+}
+
+export function buildHttpApp(deps: HttpDeps): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: deps.log as FastifyBaseLogger,
+    disableRequestLogging: true,
+    bodyLimit: BODY_LIMIT_BYTES,
+    // A reverse proxy in front sets X-Forwarded-For; the log then shows the Pico, not the proxy.
+    trustProxy: true,
+  })
+
+  // Older clients (MicroPython urequests, curl -d) do not always send Content-Type: application/json. The
+  // body is read as JSON whatever the type says, as the older proxy did.
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('*', { parseAs: 'string' }, (_request, body, done) => {
+    const text = String(body)
+    if (text.trim() === '') return done(null, undefined)
+    try {
+      done(null, JSON.parse(text))
+    } catch (err) {
+      done(new AppError('E_BAD_REQUEST', `the body is not valid JSON: ${(err as Error).message}`), undefined)
+    }
+  })
+
+  const key = deps.config.SERVICE_API_KEY
+  if (key !== undefined) {
+    const matches = createKeyCheck(key)
+    app.addHook('onRequest', async (request, reply) => {
+      if (request.url === '/health' || request.url.startsWith('/health?')) return
+      if (!matches(request.headers['x-api-key'])) {
+        request.log.warn({ url: request.url.split('?')[0], ip: request.ip }, 'missing or wrong X-API-Key')
+        return sendError(reply, new AppError('E_UNAUTHORIZED', 'missing or wrong X-API-Key header'))
+      }
+    })
+  }
+
+  app.addHook('onResponse', async (request, reply) => {
+    request.log.info(
+      {
+        method: request.method,
+        path: request.url.split('?')[0],
+        status: reply.statusCode,
+        ms: Math.round(reply.elapsedTime),
+      },
+      'http request',
+    )
+  })
+
+  app.setErrorHandler((err: FastifyError | AppError, request, reply) => {
+    if (err instanceof AppError) return sendError(reply, err)
+    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      return reply
+        .code(413)
+        .send({ error: { code: 'E_BAD_REQUEST', message: 'the body is larger than 1 MB' } })
+    }
+    if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
+      return reply.code(err.statusCode).send({ error: { code: 'E_BAD_REQUEST', message: err.message } })
+    }
+    request.log.error({ err }, 'request failed')
+    return sendError(reply, err)
+  })
+  app.setNotFoundHandler((request, reply) =>
+    sendError(reply, new AppError('E_NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`)),
+  )
+
+  app.get('/health', async (_request, reply) => {
+    const { ok, body } = deps.health()
+    return reply.code(ok ? 200 : 503).send(body)
+  })
+  registerPassthrough(app, deps)
+  registerDeviceRoutes(app, deps)
+  for (const add of deps.extraRoutes ?? []) add(app)
+  return app
+}
+
+export interface HttpServer {
+  start(): Promise<{ port: number }>
+  stop(): Promise<void>
+}
+
+export function createHttpServer(deps: HttpDeps): HttpServer {
+  const app = buildHttpApp(deps)
+  let stopping: Promise<void> | null = null
+  return {
+    async start() {
+      await app.listen({ host: deps.config.HTTP_HOST, port: deps.config.HTTP_PORT as number })
+      const address = app.server.address()
+      return {
+        port: typeof address === 'object' && address ? address.port : (deps.config.HTTP_PORT as number),
+      }
+    },
+    stop() {
+      stopping ??= app.close()
+      return stopping
+    },
+  }
+}

@@ -1,0 +1,45 @@
+import type { DeviceInfo } from '../http/devices.ts'
+import type { FrameStore } from '../store/frame-store.ts'
+
+/*
+ * The devices the bridge knows: those that sent it something, subscribed to their own topics, or have a
+ * stored picture. Only the set of ids and when each was last heard from is kept; whether a device is online
+ * is read from the broker's clients when asked.
+ */
+
+export interface DeviceRegistry {
+  seen(deviceId: string): void
+  list(): DeviceInfo[]
+}
+
+/** Keeps the registry from growing without bound when clients invent ids. */
+const MAX_DEVICES = 10_000
+
+export function createDeviceRegistry(deps: {
+  store: FrameStore
+  connectedIds(): Set<string>
+  now(): Date
+}): DeviceRegistry {
+  const lastSeen = new Map<string, string>()
+  return {
+    seen(deviceId) {
+      lastSeen.delete(deviceId)
+      lastSeen.set(deviceId, deps.now().toISOString())
+      if (lastSeen.size > MAX_DEVICES) lastSeen.delete(lastSeen.keys().next().value!)
+    },
+    list() {
+      const connected = deps.connectedIds()
+      const ids = new Set([...lastSeen.keys(), ...deps.store.all().map((m) => m.deviceId), ...connected])
+      return [...ids].sort().map((id) => {
+        const meta = deps.store.meta(id)
+        return {
+          id,
+          connected: connected.has(id),
+          last_seen: lastSeen.get(id) ?? null,
+          last_frame_at: meta?.finishedAt ?? null,
+          frame_id: meta?.frameId ?? null,
+        }
+      })
+    },
+  }
+}

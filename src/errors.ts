@@ -10,6 +10,7 @@ export const ERROR_CODES = [
   'E_RATE_LIMITED', // this device sent too many prompts
   'E_NOT_FOUND', // no such job, device or frame
   'E_CANCELLED', // the job was cancelled before it finished (DELETE, a newer prompt, shutdown)
+  'E_JOB_FINISHED', // the job has already ended, so it cannot be cancelled
   'E_UNAUTHORIZED', // missing or wrong API key
   'E_SHUTTING_DOWN', // the bridge is stopping and takes no new work
   'E_GEN_TIMEOUT', // A1111 did not answer within A1111_TIMEOUT

@@ -48,11 +48,10 @@ export function registerDeviceRoutes(app: FastifyInstance, deps: DevicesDeps): v
     const view = deps.queue.view(jobId)
     if (!view) return sendError(reply, notFound('job'))
     if (!deps.queue.cancel(jobId, 'requested')) {
-      return reply
-        .code(409)
-        .send({
-          error: { code: 'E_BAD_REQUEST', message: `job ${jobId} has already finished (${view.state})` },
-        })
+      return sendError(
+        reply,
+        new AppError('E_JOB_FINISHED', `job ${jobId} has already finished (${view.state})`),
+      )
     }
     return reply.send(describeJob(deps.queue.view(jobId)!))
   })

@@ -1,8 +1,8 @@
 import type { Client } from 'aedes'
 import type { Logger } from 'pino'
 import { createEmbeddedBroker } from './broker/broker.ts'
-import { subscriptionFilters } from './broker/delivery.ts'
-import type { Config } from './config/schema.ts'
+import { deviceOfFilter, subscribedDeviceIds } from './broker/presence.ts'
+import { a1111Servers, type Config } from './config/schema.ts'
 import { createA1111Generator } from './generator/a1111.ts'
 import { createDemoGenerator } from './generator/demo.ts'
 import { createGeneratorHealth } from './generator/health.ts'
@@ -12,10 +12,13 @@ import type { DeviceJobDeps } from './jobs/device-job.ts'
 import { createDeviceRegistry } from './jobs/device-registry.ts'
 import { createIntake, newJobId } from './jobs/intake.ts'
 import { createJobQueue } from './jobs/queue.ts'
+import { createRateLimit } from './jobs/rate-limit.ts'
+import { createMetrics } from './metrics.ts'
 import { encodeFrame, FORMAT_RGB565_BE, FORMAT_RGB565_LE } from './protocol/frame.ts'
 import { statusMessage } from './protocol/status.ts'
 import { createTopics } from './protocol/topics.ts'
 import { createFrameStore, type StoredFrame } from './store/frame-store.ts'
+import { createJobJournal, type JobJournal } from './store/job-journal.ts'
 
 /*
  * The composition root below main.ts: builds every part from the frozen config, starts them in order and
@@ -39,38 +42,57 @@ export interface App {
 }
 
 export function createGenerators(config: Config, log: Logger): Generator[] {
-  if (config.A1111_BASE_URL === undefined) {
+  const servers = a1111Servers(config)
+  if (servers.length === 0) {
     log.warn(
       'A1111_BASE_URL is not set: using the demo generator, which draws the prompt instead of a picture',
     )
     return [createDemoGenerator({ stepMs: config.DEMO_STEP_MS })]
   }
-  return [
+  return servers.map((server) =>
     createA1111Generator(
       {
-        baseUrl: config.A1111_BASE_URL,
-        username: config.A1111_USERNAME,
-        password: config.A1111_PASSWORD,
-        timeoutMs: config.A1111_TIMEOUT * 1000,
+        baseUrl: server.url,
+        username: server.username,
+        password: server.password,
+        timeoutMs: server.timeoutS * 1000,
+        progressIntervalMs: config.A1111_PROGRESS_INTERVAL * 1000,
       },
       { log: log.child({ module: 'a1111' }) },
     ),
-  ]
+  )
 }
 
 export function createApp(config: Config, deps: AppDeps): App {
   const log = deps.log
   const now = deps.now ?? (() => new Date())
+  const startedAt = Date.now()
   const topics = createTopics(config.BASE_TOPIC)
   const store = createFrameStore(config.DATA_DIR, { log: log.child({ module: 'store' }) })
-  const startedAt = Date.now()
   const generators = createGenerators(config, log)
   const health = createGeneratorHealth(generators, { log: log.child({ module: 'health' }), now })
+  const idOf = (g: Generator) => health.statuses()[generators.indexOf(g)]?.id ?? g.name
+
   const queue = createJobQueue({
     generators,
     maxWaiting: config.QUEUE_MAX,
+    retries: config.A1111_RETRIES,
+    supersedeRunning: config.SUPERSEDE_RUNNING,
     log: log.child({ module: 'queue' }),
-    onGeneration: (generator, ms, error) => health.recordGeneration(generator, ms, error),
+    stateOf: (g) => health.stateOf(g),
+    onGeneration(generator, ms, error) {
+      health.recordGeneration(generator, ms, error)
+      metrics.generation(idOf(generator), ms / 1000, error === undefined)
+    },
+    onSettled(job, state) {
+      metrics.jobFinished(state)
+      if (job.durable) journal.end(job.id)
+    },
+  })
+  health.onChange((generator, state) => {
+    metrics.generatorUp(idOf(generator), state === 'up')
+    // A server that is back can take the jobs that were waiting for one.
+    if (state === 'up') queue.resume()
   })
 
   const broker = createEmbeddedBroker(
@@ -82,7 +104,17 @@ export function createApp(config: Config, deps: AppDeps): App {
     {
       log: log.child({ module: 'broker' }),
       isInbound: (topic) => topics.parseInbound(topic) !== null,
+      onChunkSent: (bytes) => metrics.chunkBytes(bytes),
     },
+  )
+  const metrics = createMetrics({
+    waiting: () => queue.waiting(),
+    running: () => queue.running(),
+    mqttClients: () => broker.connectedClients(),
+  })
+  const journal = timedJournal(
+    createJobJournal(config.DATA_DIR, { log: log.child({ module: 'journal' }) }),
+    (s) => metrics.journalWrite(s),
   )
 
   const jobDeps: DeviceJobDeps = {
@@ -96,16 +128,28 @@ export function createApp(config: Config, deps: AppDeps): App {
         log.warn({ err, deviceId }, 'status not published')
       })
     },
-    sendFrame(deviceId, chunks) {
+    sendFrame(deviceId, chunks, preview) {
       const clients = broker.delivery.send(topics.device(deviceId, 'frame'), chunks)
-      log.debug({ deviceId, chunks: chunks.length, clients }, 'frame queued for subscribers')
+      metrics.frameSent(preview ? 'preview' : 'final')
+      log.debug({ deviceId, chunks: chunks.length, clients, preview }, 'frame queued for subscribers')
     },
+    onConverted: (ms) => metrics.conversion(ms / 1000),
   }
+
+  const devices = createDeviceRegistry({
+    store,
+    now,
+    connectedIds: () => subscribedDeviceIds(broker.clients(), config.BASE_TOPIC),
+  })
 
   const intake = createIntake({
     topics,
     queue,
     jobDeps,
+    journal,
+    rateLimit: createRateLimit(config.RATE_LIMIT, () => Date.now()),
+    rateLimitPerMinute: config.RATE_LIMIT,
+    now,
     log: log.child({ module: 'intake' }),
     seen: (deviceId) => devices.seen(deviceId),
     async resend(deviceId) {
@@ -115,23 +159,6 @@ export function createApp(config: Config, deps: AppDeps): App {
       return true
     },
   })
-
-  const devices = createDeviceRegistry({ store, now, connectedIds })
-
-  /** Devices with a connected client subscribed under their own id (`pico/kitchen/...`, not `pico/#`). */
-  function connectedIds(): Set<string> {
-    const ids = new Set<string>()
-    const depth = config.BASE_TOPIC.split('/').length
-    for (const client of broker.clients()) {
-      for (const filter of subscriptionFilters(client)) {
-        const levels = filter.split('/')
-        const id = levels[depth]
-        if (levels.slice(0, depth).join('/') === config.BASE_TOPIC && id && id !== '+' && id !== '#')
-          ids.add(id)
-      }
-    }
-    return ids
-  }
 
   const http: HttpServer | null =
     config.HTTP_PORT === 'off'
@@ -154,6 +181,7 @@ export function createApp(config: Config, deps: AppDeps): App {
               generators: health.statuses(),
             },
           }),
+          extraRoutes: [(app) => metrics.route(app)],
         })
 
   function chunksOf(frame: StoredFrame): Buffer[] {
@@ -176,19 +204,16 @@ export function createApp(config: Config, deps: AppDeps): App {
    */
   function resendOnSubscribe(client: Client, filters: string[]): void {
     for (const filter of filters) {
-      const levels = filter.split('/')
-      const baseLevels = config.BASE_TOPIC.split('/').length
-      const deviceLevel = levels[baseLevels]
-      if (deviceLevel === undefined || deviceLevel === '+' || deviceLevel === '#') continue
-      devices.seen(deviceLevel)
-      if (!store.meta(deviceLevel)) continue
-      const topic = topics.device(deviceLevel, 'frame')
-      if (broker.delivery.grantedQos(client, topic) === null) continue
-      store.read(deviceLevel).then(
+      const deviceId = deviceOfFilter(filter, config.BASE_TOPIC)
+      if (deviceId === undefined) continue
+      devices.seen(deviceId)
+      const topic = topics.device(deviceId, 'frame')
+      if (!store.meta(deviceId) || broker.delivery.grantedQos(client, topic) === null) continue
+      store.read(deviceId).then(
         (frame) => {
           if (frame) broker.delivery.sendTo(client, topic, chunksOf(frame))
         },
-        (err: unknown) => log.error({ err, deviceId: deviceLevel }, 'resend on subscribe failed'),
+        (err: unknown) => log.error({ err, deviceId }, 'resend on subscribe failed'),
       )
     }
   }
@@ -199,16 +224,21 @@ export function createApp(config: Config, deps: AppDeps): App {
   return {
     async start() {
       await store.load()
+      // Open the journal before the broker listens: a prompt acknowledged from then on must be recorded.
+      const pending = journal.open()
       const { port: mqttPort } = await broker.start()
       started = true
       const httpPort = http ? (await http.start()).port : null
       health.start()
       await broker.publishRetained(topics.bridgeState, JSON.stringify({ state: 'online' }))
+      // Jobs acknowledged before a crash or a restart run now, in their order, before new prompts.
+      const replayed = intake.replay(pending)
       const ports: RunningPorts = { mqttPort, httpPort }
       log.info(
         {
           ...ports,
           generators: generators.map((g) => g.name),
+          replayed,
           dataDir: config.DATA_DIR,
           baseTopic: config.BASE_TOPIC,
         },
@@ -221,7 +251,8 @@ export function createApp(config: Config, deps: AppDeps): App {
       stopping ??= (async () => {
         log.info({ reason }, 'stopping')
         const deadline = new AbortController()
-        // Running jobs get most of the shutdown time to finish; then they are interrupted.
+        // Running jobs get most of the shutdown time to finish; then they are interrupted (and, being on
+        // disk, run again at the next start).
         const timer = setTimeout(() => deadline.abort(), config.SHUTDOWN_TIMEOUT * 1000 * 0.6)
         timer.unref()
         await queue.stop(deadline.signal)
@@ -231,15 +262,26 @@ export function createApp(config: Config, deps: AppDeps): App {
         if (started) {
           await broker
             .publishRetained(topics.bridgeState, JSON.stringify({ state: 'offline' }))
-            .catch((err: unknown) => {
-              log.warn({ err }, 'offline state not published')
-            })
+            .catch((err: unknown) => log.warn({ err }, 'offline state not published'))
         }
         await broker.stop()
+        journal.close()
         await Promise.allSettled(generators.map((g) => g.close()))
         log.info('stopped')
       })()
       return stopping
+    },
+  }
+}
+
+/** The journal, with the time of each durable write measured for /metrics. */
+function timedJournal(journal: JobJournal, observe: (seconds: number) => void): JobJournal {
+  return {
+    ...journal,
+    add(job) {
+      const started = performance.now()
+      journal.add(job)
+      observe((performance.now() - started) / 1000)
     },
   }
 }

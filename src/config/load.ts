@@ -106,18 +106,31 @@ function describeIssues(
   sources: Map<string, Source>,
 ): string[] {
   return issues.map((issue) => {
-    const name = issue.path.length > 0 ? issue.path.map(String).join('.') : '(settings)'
     const top = String(issue.path[0] ?? '')
     if (issue.code === 'unrecognized_keys') return `${issue.keys.join(', ')}: unknown setting`
     // A pairing rule names the missing half; the value to fix came from where the other half was set.
     const source = sources.get(top) ?? sources.get(pairOf(top)) ?? 'default'
-    const shown = SECRET_SETTINGS.has(top)
-      ? ''
-      : raw[top] === undefined
-        ? ''
-        : `, got ${JSON.stringify(raw[top])}`
-    return `${name} (${source}): ${issue.message}${shown}`
+    return `${settingLabel(issue.path, source)}: ${issue.message}${shownValue(issue, raw)}`
   })
+}
+
+/** `MQTT_PORT (environment)`, or for one server of a list `A1111_BASE_URL (server 2, url; config file)`. */
+function settingLabel(path: readonly PropertyKey[], source: Source): string {
+  const [first, index, ...rest] = path.map(String)
+  if (first === undefined) return `(settings) (${source})`
+  if (first === 'A1111_BASE_URL' && index !== undefined) {
+    const field = rest.length > 0 && rest.join('.') !== 'url' ? `, ${rest.join('.')}` : ''
+    return `A1111_BASE_URL (server ${Number(index) + 1}${field}; ${source})`
+  }
+  return `${[first, index, ...rest].filter((p) => p !== undefined).join('.')} (${source})`
+}
+
+/** The offending value, so the user sees what was read; never for secrets. */
+function shownValue(issue: z.core.$ZodIssue, raw: Record<string, unknown>): string {
+  const top = String(issue.path[0] ?? '')
+  if (SECRET_SETTINGS.has(top) || issue.path.includes('password')) return ''
+  const value = top === 'A1111_BASE_URL' && issue.path.length > 1 ? issue.input : raw[top]
+  return value === undefined ? '' : `, got ${JSON.stringify(value)}`
 }
 
 function pairOf(name: string): string {
@@ -147,6 +160,12 @@ export function describeConfig(config: Config): Record<string, unknown> {
   const out: Record<string, unknown> = {}
   for (const name of SETTING_NAMES) {
     const value = (config as Record<string, unknown>)[name]
+    if (name === 'A1111_BASE_URL' && Array.isArray(value)) {
+      out[name] = value.map((s: { password?: string }) =>
+        s.password === undefined ? s : { ...s, password: '(set)' },
+      )
+      continue
+    }
     out[name] = SECRET_SETTINGS.has(name) && value !== undefined ? '(set)' : (value ?? null)
   }
   return out

@@ -67,9 +67,39 @@ const httpUrl = z
 
 const host = z.string().trim().min(1, { error: 'must not be empty' })
 
+/** One A1111 server of the config file's array form, with its own credentials and timeout if it needs them. */
+const a1111Server = z
+  .object({
+    url: httpUrl,
+    username: z.string().optional(),
+    password: z.string().optional(),
+    timeout: seconds.optional(),
+  })
+  .strict()
+
+/**
+ * One server or several: `http://a:7860,http://b:7860` in the environment, a string or an array (of URLs or
+ * of `{url, username, password, timeout}`) in the config file. Always an array once parsed.
+ */
+const a1111ServerList = z.preprocess(
+  (v) => {
+    const list =
+      typeof v === 'string'
+        ? v
+            .split(',')
+            .map((u) => u.trim())
+            .filter((u) => u !== '')
+        : v
+    return Array.isArray(list) ? list.map((item) => (typeof item === 'string' ? { url: item } : item)) : list
+  },
+  z
+    .array(a1111Server, { error: 'must be a URL, a comma-separated list of URLs, or an array of servers' })
+    .min(1, { error: 'must name at least one server' }),
+)
+
 export const configSchema = z
   .object({
-    A1111_BASE_URL: httpUrl.optional(),
+    A1111_BASE_URL: a1111ServerList.optional(),
     A1111_USERNAME: z.string().optional(),
     A1111_PASSWORD: z.string().optional(),
     A1111_TIMEOUT: seconds.default(300),
@@ -113,6 +143,16 @@ export const configSchema = z
       .default('info'),
     /** Jobs that may wait, all devices together; past it prompts get E_QUEUE_FULL. */
     QUEUE_MAX: int(1, 100_000).default(100),
+    /** Further tries on other A1111 servers after one refused the connection or timed out. */
+    A1111_RETRIES: int(0, 10).default(2),
+    /** Seconds between progress polls of a running generation (A1111's /sdapi/v1/progress). */
+    A1111_PROGRESS_INTERVAL: seconds.default(1),
+    /** A newer prompt from a device interrupts its running job (the picture it was making is dropped). */
+    SUPERSEDE_RUNNING: bool.default(true),
+    /** Prompts a device may send per minute (MQTT and the HTTP device route); 0 = no limit. */
+    RATE_LIMIT: int(0, 10_000).default(30),
+    /** Send preview frames for prompts that do not say `preview`. */
+    PREVIEW_DEFAULT: bool.default(false),
     /** Largest MQTT packet a client may send; larger ones close its connection (Aedes 1.x has no limit). */
     MQTT_MAX_PACKET: int(1024, 268_435_455).default(262_144),
     /** Time per step the demo generator pretends to take, so progress can be seen without a GPU. */
@@ -122,6 +162,15 @@ export const configSchema = z
   })
   .strict()
   .superRefine((c, ctx) => {
+    c.A1111_BASE_URL?.forEach((server, i) => {
+      if ((server.username === undefined) !== (server.password === undefined)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['A1111_BASE_URL', i],
+          message: 'username and password go together',
+        })
+      }
+    })
     if ((c.A1111_USERNAME === undefined) !== (c.A1111_PASSWORD === undefined)) {
       ctx.addIssue({
         code: 'custom',
@@ -132,6 +181,26 @@ export const configSchema = z
   })
 
 export type Config = Readonly<z.infer<typeof configSchema>>
+
+export interface A1111Server {
+  url: string
+  username: string | undefined
+  password: string | undefined
+  timeoutS: number
+}
+
+/** The A1111 servers with their credentials and timeout, the shared settings filling what a server leaves out. */
+export function a1111Servers(config: Config): A1111Server[] {
+  return (config.A1111_BASE_URL ?? []).map((server) => {
+    const ownAuth = server.username !== undefined
+    return {
+      url: server.url,
+      username: ownAuth ? server.username : config.A1111_USERNAME,
+      password: ownAuth ? server.password : config.A1111_PASSWORD,
+      timeoutS: server.timeout ?? config.A1111_TIMEOUT,
+    }
+  })
+}
 
 /** The setting names, for picking them out of the environment. */
 export const SETTING_NAMES: readonly string[] = Object.keys(configSchema.shape)

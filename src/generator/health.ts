@@ -4,14 +4,17 @@ import type { Generator } from './types.ts'
 
 /*
  * Whether each generator answers, checked in the background so that /health answers at once and never waits
- * on a slow A1111. Job outcomes count too: a generation that could not reach its server marks it down
- * before the next check would.
+ * on a slow A1111, and so the queue can send jobs to servers that are up. Job outcomes count too: a
+ * generation that could not reach its server marks it down at once. A server that is down is checked again
+ * with growing pauses (1 s, 2 s, 4 s ... 30 s) until it answers; one that is up every 10 s.
  */
+
+export type GeneratorState = 'up' | 'down' | 'unknown'
 
 export interface GeneratorStatus {
   /** A public name (`a1111-1`, `demo`): /health is open without a key, so no server address goes there. */
   id: string
-  state: 'up' | 'down' | 'unknown'
+  state: GeneratorState
   lastCheckMs: number | null
   lastGenerationMs: number | null
   lastError: { code: string; message: string } | null
@@ -22,21 +25,34 @@ export interface GeneratorHealth {
   start(): void
   stop(): void
   statuses(): GeneratorStatus[]
+  stateOf(generator: Generator): GeneratorState
   anyUp(): boolean
   /** Records a finished generation (or its failure) on `generator`. */
   recordGeneration(generator: Generator, ms: number, error: unknown): void
+  /** Told whenever a generator changes state (for metrics, and to dispatch jobs to a server that is back). */
+  onChange(listener: (generator: Generator, state: GeneratorState) => void): void
 }
 
-const CHECK_INTERVAL_MS = 10_000
+const UP_INTERVAL_MS = 10_000
+const DOWN_FIRST_MS = 1_000
+const DOWN_MAX_MS = 30_000
 /** Failures that say the server itself is gone, as opposed to a prompt it did not like. */
 const DOWN_CODES = new Set(['E_A1111_UNREACHABLE', 'E_A1111_NO_API', 'E_A1111_AUTH', 'E_GEN_TIMEOUT'])
 
+interface Entry {
+  generator: Generator
+  status: GeneratorStatus
+  timer: NodeJS.Timeout | null
+  backoffMs: number
+  checking: boolean
+}
+
 export function createGeneratorHealth(
   generators: Generator[],
-  deps: { log: Logger; now: () => Date; intervalMs?: number },
+  deps: { log: Logger; now: () => Date; upIntervalMs?: number },
 ): GeneratorHealth {
   let a1111Count = 0
-  const entries = generators.map((generator) => ({
+  const entries: Entry[] = generators.map((generator) => ({
     generator,
     status: {
       id: generator.name === 'demo' ? 'demo' : `a1111-${++a1111Count}`,
@@ -45,69 +61,82 @@ export function createGeneratorHealth(
       lastGenerationMs: null,
       lastError: null,
       checkedAt: null,
-    } as GeneratorStatus,
+    },
+    timer: null,
+    backoffMs: DOWN_FIRST_MS,
+    checking: false,
   }))
-  let timer: NodeJS.Timeout | null = null
+  const listeners: ((generator: Generator, state: GeneratorState) => void)[] = []
   let running = false
 
-  function setState(
-    status: GeneratorStatus,
-    state: 'up' | 'down',
-    generator: Generator,
-    err?: unknown,
-  ): void {
+  function setState(entry: Entry, state: 'up' | 'down', err?: unknown): void {
+    const { status, generator } = entry
     if (status.state !== state) {
-      const change = { generator: generator.name, from: status.state, to: state }
+      const change = { generator: generator.name, id: status.id, from: status.state, to: state }
       if (state === 'down') deps.log.warn({ ...change, err: toAppError(err).message }, 'generator down')
       else deps.log.info(change, 'generator up')
     }
+    const changed = status.state !== state
     status.state = state
     status.lastError = state === 'down' ? toAppError(err).toJSON() : null
+    if (state === 'up') entry.backoffMs = DOWN_FIRST_MS
+    if (changed) for (const listener of listeners) listener(generator, state)
   }
 
-  async function checkAll(): Promise<void> {
-    await Promise.all(
-      entries.map(async ({ generator, status }) => {
-        const started = performance.now()
-        try {
-          await generator.check()
-          status.lastCheckMs = Math.round(performance.now() - started)
-          setState(status, 'up', generator)
-        } catch (err) {
-          setState(status, 'down', generator, err)
-        }
-        status.checkedAt = deps.now().toISOString()
-      }),
-    )
-  }
-
-  function loop(): void {
+  function schedule(entry: Entry, delayMs: number): void {
     if (!running) return
-    checkAll().finally(() => {
-      if (running) timer = setTimeout(loop, deps.intervalMs ?? CHECK_INTERVAL_MS)
-    })
+    if (entry.timer) clearTimeout(entry.timer)
+    entry.timer = setTimeout(() => void check(entry), delayMs)
+    entry.timer.unref()
+  }
+
+  async function check(entry: Entry): Promise<void> {
+    if (entry.checking) return
+    entry.checking = true
+    const started = performance.now()
+    try {
+      await entry.generator.check()
+      entry.status.lastCheckMs = Math.round(performance.now() - started)
+      setState(entry, 'up')
+    } catch (err) {
+      setState(entry, 'down', err)
+    } finally {
+      entry.checking = false
+    }
+    entry.status.checkedAt = deps.now().toISOString()
+    if (entry.status.state === 'up') schedule(entry, deps.upIntervalMs ?? UP_INTERVAL_MS)
+    else {
+      schedule(entry, entry.backoffMs)
+      entry.backoffMs = Math.min(entry.backoffMs * 2, DOWN_MAX_MS)
+    }
   }
 
   return {
     start() {
       running = true
-      loop()
+      for (const entry of entries) void check(entry)
     },
     stop() {
       running = false
-      if (timer) clearTimeout(timer)
+      for (const entry of entries) if (entry.timer) clearTimeout(entry.timer)
     },
     statuses: () => entries.map((e) => ({ ...e.status })),
+    stateOf: (generator) => entries.find((e) => e.generator === generator)?.status.state ?? 'unknown',
     anyUp: () => entries.some((e) => e.status.state === 'up'),
     recordGeneration(generator, ms, error) {
       const entry = entries.find((e) => e.generator === generator)
       if (!entry) return
       if (error === undefined) {
         entry.status.lastGenerationMs = Math.round(ms)
-        setState(entry.status, 'up', generator)
-      } else if (DOWN_CODES.has(toAppError(error).code)) {
-        setState(entry.status, 'down', generator, error)
+        setState(entry, 'up')
+      } else if (DOWN_CODES.has(toAppError(error).code) && entry.status.state !== 'down') {
+        setState(entry, 'down', error)
+        entry.backoffMs = DOWN_FIRST_MS
+        schedule(entry, DOWN_FIRST_MS)
       }
+    },
+    onChange(listener) {
+      listeners.push(listener)
     },
   }
 }

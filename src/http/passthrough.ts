@@ -39,17 +39,23 @@ export function registerPassthrough(app: FastifyInstance, deps: PassthroughDeps)
     const { return_base64: returnBase64, ...payload } = body as Txt2ImgPayload & { return_base64?: unknown }
     const size = frameSize(request, config)
     const wantsJson = returnBase64 === true || prefersJson(request.headers.accept)
-    const { job, result } = createAwaitedJob<Converted>(deps.newJobId(), payload, async (generated) => ({
-      pixels: await imageToRgb565(generated.image, {
-        width: size.width,
-        height: size.height,
-        fit: config.RESIZE_FIT,
-        format: config.PIXEL_FORMAT,
-        invert: config.LUMINANCE_INVERT,
+    const owner = `http:${request.ip}`
+    const { job, result } = createAwaitedJob<Converted>(
+      deps.newJobId(),
+      owner,
+      payload,
+      async (generated) => ({
+        pixels: await imageToRgb565(generated.image, {
+          width: size.width,
+          height: size.height,
+          fit: config.RESIZE_FIT,
+          format: config.PIXEL_FORMAT,
+          invert: config.LUMINANCE_INVERT,
+        }),
+        ...size,
+        generated,
       }),
-      ...size,
-      generated,
-    }))
+    )
     const frame = await runFor(request, reply, deps.queue, job, result)
     if (!frame) return reply
     if (wantsJson) {
@@ -80,7 +86,9 @@ export function registerPassthrough(app: FastifyInstance, deps: PassthroughDeps)
     }
     const prompt = input.trim().replace(/^"(.*)"$/s, '$1')
     const payload: Txt2ImgPayload = { prompt, steps: 20, width: 512, height: 512, cfg_scale: 7, seed: -1 }
-    const { job, result } = createAwaitedJob(deps.newJobId(), payload, (generated) => asPng(generated.image))
+    const { job, result } = createAwaitedJob(deps.newJobId(), `http:${request.ip}`, payload, (generated) =>
+      asPng(generated.image),
+    )
     const png = await runFor(request, reply, deps.queue, job, result)
     if (!png) return reply
     return reply.type('application/json').send({ 'image-base64': png.toString('base64') })

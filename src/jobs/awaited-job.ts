@@ -16,6 +16,7 @@ export interface AwaitedJob<T> {
 
 export function createAwaitedJob<T>(
   id: string,
+  owner: string,
   payload: Txt2ImgPayload,
   finish: (result: GenerateResult) => Promise<T>,
 ): AwaitedJob<T> {
@@ -31,6 +32,8 @@ export function createAwaitedJob<T>(
   const job: Job = {
     id,
     deviceId: undefined,
+    owner,
+    durable: false,
     payload,
     requestId: undefined,
     report(event: StatusEvent) {

@@ -1,11 +1,13 @@
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import { AppError, toAppError } from '../errors.ts'
-import { parsePromptPayload } from '../protocol/prompt.ts'
+import { type PromptRequest, parsePromptPayload } from '../protocol/prompt.ts'
 import type { StatusEvent } from '../protocol/status.ts'
 import type { Topics } from '../protocol/topics.ts'
+import type { JobJournal, JournalJob } from '../store/job-journal.ts'
 import { createDeviceJob, type DeviceJobDeps } from './device-job.ts'
 import type { Job, JobQueue } from './queue.ts'
+import type { RateLimit } from './rate-limit.ts'
 
 /*
  * What devices send to the bridge: `prompt`, `get` and `cancel` on `<base>/<id>/...`. Runs inside the
@@ -15,8 +17,13 @@ import type { Job, JobQueue } from './queue.ts'
 
 export interface Intake {
   handle(topic: string, payload: Buffer, clientId: string): void
-  /** Queues a prompt for a device (MQTT or HTTP); returns the job, or throws an AppError. */
-  submitPrompt(deviceId: string, prompt: ReturnType<typeof parsePromptPayload>): Job
+  /**
+   * Queues a prompt for a device (MQTT or HTTP) and records it on disk before returning, so that what the
+   * caller acknowledges survives a crash. Returns the job, or throws an AppError.
+   */
+  submitPrompt(deviceId: string, prompt: PromptRequest): Job
+  /** Queues again the jobs the journal had open at start (same ids, no limits), in their order. */
+  replay(jobs: JournalJob[]): number
 }
 
 export function newJobId(): string {
@@ -31,6 +38,10 @@ export function createIntake(deps: {
   resend(deviceId: string): Promise<boolean>
   /** Told about every valid device id that sends something, for the device list. */
   seen(deviceId: string): void
+  journal: JobJournal
+  rateLimit: RateLimit
+  rateLimitPerMinute: number
+  now(): Date
   log: Logger
 }): Intake {
   const log = deps.log
@@ -41,16 +52,47 @@ export function createIntake(deps: {
     deps.jobDeps.publishStatus(deviceId, job as Job, event)
   }
 
-  function submitPrompt(deviceId: string, prompt: ReturnType<typeof parsePromptPayload>): Job {
+  function submitPrompt(deviceId: string, prompt: PromptRequest): Job {
     deps.seen(deviceId)
+    if (!deps.rateLimit.take(deviceId)) {
+      throw new AppError(
+        'E_RATE_LIMITED',
+        `more than ${deps.rateLimitPerMinute} prompts from ${deviceId} in the last minute (RATE_LIMIT); wait a little`,
+      )
+    }
     const job = createDeviceJob(deps.jobDeps, newJobId(), deviceId, prompt)
     deps.queue.submit(job)
+    try {
+      deps.journal.add({ id: job.id, deviceId, prompt: { ...prompt }, createdAt: deps.now().toISOString() })
+    } catch (err) {
+      // The job runs; only its survival of a crash is lost. Say so loudly: DATA_DIR is full or read-only.
+      log.error(
+        { err, deviceId, jobId: job.id },
+        'could not record the job in DATA_DIR; it will not survive a crash',
+      )
+    }
     log.info({ deviceId, jobId: job.id, prompt: prompt.prompt.slice(0, 200) }, 'prompt queued')
     return job
   }
 
+  function replay(jobs: JournalJob[]): number {
+    for (const saved of jobs) {
+      const job = createDeviceJob(
+        deps.jobDeps,
+        saved.id,
+        saved.deviceId,
+        saved.prompt as unknown as PromptRequest,
+      )
+      deps.queue.submit(job, { force: true })
+    }
+    if (jobs.length > 0)
+      log.info({ jobs: jobs.length }, 'unfinished jobs from before the restart queued again')
+    return jobs.length
+  }
+
   return {
     submitPrompt,
+    replay,
     handle(topic, payload, clientId) {
       const parsed = deps.topics.parseInbound(topic)
       if (!parsed) return
@@ -71,7 +113,7 @@ export function createIntake(deps: {
       deps.seen(deviceId)
       switch (parsed.kind) {
         case 'prompt': {
-          let prompt: ReturnType<typeof parsePromptPayload>
+          let prompt: PromptRequest
           try {
             prompt = parsePromptPayload(payload)
           } catch (err) {

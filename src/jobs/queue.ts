@@ -2,22 +2,30 @@ import type { Logger } from 'pino'
 import { AppError, toAppError } from '../errors.ts'
 import type { GenerateProgress, GenerateResult, Generator, Txt2ImgPayload } from '../generator/types.ts'
 import type { CancelReason, StatusEvent } from '../protocol/status.ts'
+import { createLanes } from './lanes.ts'
 
 /*
  * The job queue. Each generator runs one generation at a time (A1111 serialises requests anyway, and a
- * second request would only wait inside A1111 where it can be neither seen nor cancelled). A device has at
- * most one waiting job: a newer prompt takes the waiting job's place in line and the older one is reported
- * cancelled/superseded. All waiting jobs together are bounded by QUEUE_MAX.
+ * second request would only wait inside A1111 where it can be neither seen nor cancelled). Owners (devices,
+ * HTTP clients) are served round-robin. A device has at most one waiting job: a newer prompt takes its place
+ * in line, and with SUPERSEDE_RUNNING it also interrupts the device's running job. A job whose server
+ * refused it or timed out is tried again on another server, a few times at most.
  */
 
 export interface Job {
   readonly id: string
   /** Jobs with a device id are limited to one waiting job per device. */
   readonly deviceId: string | undefined
+  /** Whose turn it is in the round-robin: the device id, or the HTTP client. */
+  readonly owner: string
+  /** Kept on disk until finished, so it runs again after a crash or a restart. */
+  readonly durable: boolean
   readonly payload: Txt2ImgPayload
   readonly requestId: string | number | undefined
   /** Receives every status change of the job, in order. */
   report(event: StatusEvent): void
+  /** Progress of the generation, with a preview picture when the server has one. */
+  onProgress?(p: GenerateProgress): void
   /**
    * Turns the picture into what the job's owner wants (frames for a device, bytes for an HTTP client).
    * Runs after the generator is free again.
@@ -48,11 +56,17 @@ interface Entry {
   controller: AbortController
   last: StatusEvent | undefined
   position: number | undefined
+  attempts: number
+  failedOn: Set<Generator>
+  /** The job's result is being delivered: it can no longer be cancelled (state stays 'finishing'). */
+  claimed: boolean
 }
 
 interface Slot {
   generator: Generator
   busy: boolean
+  /** When it last finished, so the one idle longest gets the next job and load spreads. */
+  freeSince: number
 }
 
 /** The reason an aborted job carries, so the runner can tell a cancel from a failure. */
@@ -66,8 +80,8 @@ export class JobCancelled extends Error {
 }
 
 export interface JobQueue {
-  /** Queues a job, or throws AppError E_QUEUE_FULL / E_SHUTTING_DOWN. */
-  submit(job: Job): void
+  /** Queues a job, or throws AppError E_QUEUE_FULL / E_SHUTTING_DOWN. `force` skips QUEUE_MAX (replays). */
+  submit(job: Job, options?: { force?: boolean }): void
   /** Cancels a waiting or running job; false when there is nothing left to cancel. */
   cancel(jobId: string, reason: CancelReason): boolean
   /** Cancels the device's waiting and running jobs. Returns how many were cancelled. */
@@ -75,25 +89,40 @@ export interface JobQueue {
   view(jobId: string): JobView | undefined
   waiting(): number
   running(): number
-  /** Takes no new jobs, cancels waiting ones and waits for running ones until `signal` aborts them. */
+  /** Looks again for jobs that can start (a server that was down is back). */
+  resume(): void
+  /**
+   * Takes no new jobs and waits for running ones until `signal` aborts them. Waiting durable jobs stay on
+   * disk for the next start; the others are cancelled.
+   */
   stop(signal: AbortSignal): Promise<void>
 }
-
-/** Finished jobs stay visible (for GET /api/v1/jobs/{id}) until this many newer ones have finished. */
-const FINISHED_KEPT = 500
 
 export interface JobQueueDeps {
   generators: Generator[]
   maxWaiting: number
+  /** Further tries on other servers after a refused connection or a timeout. */
+  retries: number
+  /** A newer prompt interrupts the device's running job. */
+  supersedeRunning: boolean
   log: Logger
+  /** 'down' generators get jobs only when no other can take them. */
+  stateOf(generator: Generator): 'up' | 'down' | 'unknown'
   /** Told about every generation that ran, for health and metrics; `error` is undefined on success. */
   onGeneration?(generator: Generator, ms: number, error: unknown): void
+  /** Told when a job has ended for good (not when a stop interrupts a durable job). */
+  onSettled?(job: Job, state: 'done' | 'cancelled' | 'error'): void
 }
+
+/** Finished jobs stay visible (for GET /api/v1/jobs/{id}) until this many newer ones have finished. */
+const FINISHED_KEPT = 500
+/** Failures that say the server is gone rather than that the prompt is wrong: worth another server. */
+const RETRY_CODES: ReadonlySet<string> = new Set(['E_A1111_UNREACHABLE', 'E_GEN_TIMEOUT'])
 
 export function createJobQueue(deps: JobQueueDeps): JobQueue {
   const log = deps.log
-  const slots: Slot[] = deps.generators.map((generator) => ({ generator, busy: false }))
-  const line: Entry[] = []
+  const slots: Slot[] = deps.generators.map((generator) => ({ generator, busy: false, freeSince: 0 }))
+  const line = createLanes<Entry>()
   const entries = new Map<string, Entry>()
   const finished: string[] = []
   const active = new Set<Promise<void>>()
@@ -108,15 +137,16 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
     }
   }
 
-  function settle(entry: Entry, state: 'done' | 'cancelled' | 'error'): void {
+  function settle(entry: Entry, state: 'done' | 'cancelled' | 'error', quiet = false): void {
     entry.state = state
     entry.position = undefined
     finished.push(entry.job.id)
     while (finished.length > FINISHED_KEPT) entries.delete(finished.shift()!)
+    if (!quiet) deps.onSettled?.(entry.job, state)
   }
 
   function announcePositions(): void {
-    line.forEach((entry, index) => {
+    line.ordered().forEach((entry, index) => {
       const position = index + 1
       if (entry.position === position) return
       entry.position = position
@@ -124,10 +154,30 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
     })
   }
 
+  /**
+   * The generator for `entry`: an idle one, preferring servers that are not down and that have not failed
+   * this job, the longest idle first. Down servers still get a job when nothing else could ever take it,
+   * which doubles as a check whether they are back.
+   */
+  function pickSlot(entry: Entry): Slot | undefined {
+    const rank = (s: Slot) =>
+      (deps.stateOf(s.generator) === 'down' ? 2 : 0) + (entry.failedOn.has(s.generator) ? 1 : 0)
+    const idle = slots.filter((s) => !s.busy).sort((a, b) => rank(a) - rank(b) || a.freeSince - b.freeSince)
+    const best = idle[0]
+    if (!best) return undefined
+    const bestRank = rank(best)
+    const betterBusy = slots.some((s) => s.busy && rank(s) < bestRank)
+    return betterBusy ? undefined : best
+  }
+
   function dispatch(): void {
-    for (const slot of slots) {
-      if (slot.busy || line.length === 0 || stopping) continue
-      const entry = line.shift()!
+    while (!stopping) {
+      let slot: Slot | undefined
+      const entry = line.shift((e) => {
+        slot = pickSlot(e)
+        return slot !== undefined
+      })
+      if (!entry || !slot) break
       slot.busy = true
       const run = execute(entry, slot).finally(() => active.delete(run))
       active.add(run)
@@ -135,11 +185,18 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
     announcePositions()
   }
 
+  function release(slot: Slot): void {
+    slot.busy = false
+    slot.freeSince = performance.now()
+    dispatch()
+  }
+
   async function execute(entry: Entry, slot: Slot): Promise<void> {
     const { job, controller } = entry
     const jobLog = log.child({ jobId: job.id, deviceId: job.deviceId, generator: slot.generator.name })
     entry.state = 'running'
     entry.position = undefined
+    entry.attempts++
     emit(entry, { state: 'generating', progress: 0 })
     const started = performance.now()
     let result: GenerateResult
@@ -149,31 +206,38 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
         onProgress: (p) => reportProgress(entry, p),
       })
     } catch (err) {
-      slot.busy = false
-      dispatch()
       if (!(err instanceof JobCancelled))
         deps.onGeneration?.(slot.generator, performance.now() - started, err)
-      finishWithError(entry, err, jobLog)
+      if (!controller.signal.aborted && shouldRetry(entry, slot.generator, err)) {
+        entry.failedOn.add(slot.generator)
+        entry.state = 'queued'
+        line.pushFront(job.owner, entry)
+        jobLog.warn(
+          { code: toAppError(err).code, attempt: entry.attempts },
+          'generation failed; trying again',
+        )
+      } else {
+        finishWithError(entry, err, jobLog)
+      }
+      release(slot)
       return
     }
-    slot.busy = false
-    dispatch()
     const genMs = Math.round(performance.now() - started)
     deps.onGeneration?.(slot.generator, genMs, undefined)
+    release(slot)
     if (controller.signal.aborted) return
     entry.state = 'finishing'
     try {
       await job.complete(result, {
         claim: () => {
           if (controller.signal.aborted || entry.state !== 'finishing') return false
-          entry.state = 'done'
+          entry.claimed = true
           return true
         },
         report: (event) => emit(entry, event),
       })
-      // complete() may have claimed the job (state 'done') or been cancelled meanwhile; read it afresh.
-      const state = entry.state as JobState
-      if (state === 'done' || state === 'finishing') {
+      // complete() may have been cancelled meanwhile; read the state afresh.
+      if ((entry.state as JobState) === 'finishing') {
         settle(entry, 'done')
         jobLog.info({ genMs, seed: result.seed, ms: Math.round(performance.now() - started) }, 'job done')
       }
@@ -182,11 +246,22 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
     }
   }
 
+  /** Another try, on a server that has not failed this job yet, if there is one and tries are left. */
+  function shouldRetry(entry: Entry, failedOn: Generator, err: unknown): boolean {
+    if (!RETRY_CODES.has(toAppError(err).code) || entry.attempts > deps.retries || stopping) return false
+    return slots.some((s) => s.generator !== failedOn && !entry.failedOn.has(s.generator))
+  }
+
   function reportProgress(entry: Entry, p: GenerateProgress): void {
     if (entry.state !== 'running') return
     const event: StatusEvent = { state: 'generating', progress: Math.round(p.progress * 1000) / 1000 }
     if (p.etaS !== undefined) event.eta_s = Math.round(p.etaS * 10) / 10
     emit(entry, event)
+    try {
+      entry.job.onProgress?.(p)
+    } catch (err) {
+      log.error({ err, jobId: entry.job.id }, 'progress handler failed')
+    }
   }
 
   function finishWithError(entry: Entry, err: unknown, jobLog: Logger): void {
@@ -199,43 +274,55 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
   }
 
   function cancelEntry(entry: Entry, reason: CancelReason): boolean {
-    if (entry.state === 'queued') {
-      line.splice(line.indexOf(entry), 1)
-    } else if (entry.state !== 'running' && entry.state !== 'finishing') {
-      return false
-    }
+    if (entry.state === 'queued') line.remove(entry)
+    else if (entry.state !== 'running' && (entry.state !== 'finishing' || entry.claimed)) return false
     entry.controller.abort(new JobCancelled(reason))
+    if (reason === 'shutdown' && entry.job.durable) {
+      // Not the job's end: it is still on disk and runs again at the next start.
+      settle(entry, 'cancelled', true)
+      return true
+    }
     settle(entry, 'cancelled')
     emit(entry, { state: 'cancelled', reason })
     return true
   }
 
+  function newEntry(job: Job): Entry {
+    const entry: Entry = {
+      job,
+      state: 'queued',
+      controller: new AbortController(),
+      last: undefined,
+      position: undefined,
+      attempts: 0,
+      failedOn: new Set(),
+      claimed: false,
+    }
+    return entry
+  }
+
   return {
-    submit(job) {
+    submit(job, options = {}) {
       if (stopping)
         throw new AppError('E_SHUTTING_DOWN', 'the bridge is stopping; send the prompt again later')
-      const entry: Entry = {
-        job,
-        state: 'queued',
-        controller: new AbortController(),
-        last: undefined,
-        position: undefined,
-      }
-      const older = job.deviceId === undefined ? undefined : line.find((e) => e.job.deviceId === job.deviceId)
+      const entry = newEntry(job)
+      const sameDevice = (e: Entry) => job.deviceId !== undefined && e.job.deviceId === job.deviceId
+      const older = line.find(sameDevice)
       if (older) {
         // The newer prompt takes the older one's place in line: the device already waited for that turn.
-        line[line.indexOf(older)] = entry
-        older.state = 'cancelled'
-        older.controller.abort(new JobCancelled('superseded'))
-        settle(older, 'cancelled')
-        emit(older, { state: 'cancelled', reason: 'superseded' })
-      } else if (line.length >= deps.maxWaiting) {
+        line.replace(older, entry)
+        cancelSuperseded(older)
+      } else if (line.size >= deps.maxWaiting && !options.force) {
         throw new AppError(
           'E_QUEUE_FULL',
           `the queue is full (${deps.maxWaiting} jobs waiting, QUEUE_MAX); try again when some have finished`,
         )
       } else {
-        line.push(entry)
+        line.push(job.owner, entry)
+      }
+      if (deps.supersedeRunning) {
+        for (const e of entries.values())
+          if (sameDevice(e) && e.state === 'running') cancelEntry(e, 'superseded')
       }
       entries.set(job.id, entry)
       dispatch()
@@ -243,7 +330,9 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
 
     cancel(jobId, reason) {
       const entry = entries.get(jobId)
-      return entry ? cancelEntry(entry, reason) : false
+      const cancelled = entry ? cancelEntry(entry, reason) : false
+      if (cancelled) announcePositions()
+      return cancelled
     },
 
     cancelDevice(deviceId, reason) {
@@ -262,12 +351,16 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
       return { id: job.id, deviceId: job.deviceId, state, position, last }
     },
 
-    waiting: () => line.length,
+    waiting: () => line.size,
+    resume: () => dispatch(),
     running: () => slots.filter((s) => s.busy).length,
 
     async stop(signal) {
       stopping = true
-      for (const entry of [...line]) cancelEntry(entry, 'shutdown')
+      for (const entry of line.ordered()) {
+        if (entry.job.durable) line.remove(entry)
+        else cancelEntry(entry, 'shutdown')
+      }
       const abortRunning = () => {
         for (const entry of entries.values()) cancelEntry(entry, 'shutdown')
       }
@@ -276,5 +369,11 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
       while (active.size > 0) await Promise.allSettled([...active])
       signal.removeEventListener('abort', abortRunning)
     },
+  }
+
+  function cancelSuperseded(older: Entry): void {
+    older.controller.abort(new JobCancelled('superseded'))
+    settle(older, 'cancelled')
+    emit(older, { state: 'cancelled', reason: 'superseded' })
   }
 }

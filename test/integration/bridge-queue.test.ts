@@ -10,7 +10,8 @@ describe('the first queue', () => {
   beforeAll(async () => {
     // 20 steps of 40 ms: a generation runs long enough to act on it while it runs.
     fake = await startFakeA1111({ stepMs: 40 })
-    bridge = await startBridge({ A1111_BASE_URL: fake.url, QUEUE_MAX: 2 })
+    // Newest-prompt-wins is off here: these tests are about the waiting line; it has tests of its own.
+    bridge = await startBridge({ A1111_BASE_URL: fake.url, QUEUE_MAX: 2, SUPERSEDE_RUNNING: false })
   })
   afterAll(async () => {
     await bridge?.stop()

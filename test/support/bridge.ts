@@ -33,6 +33,7 @@ export async function startBridge(
       LOG_LEVEL: 'debug',
       DEMO_STEP_MS: 0,
       SHUTDOWN_TIMEOUT: 5,
+      RATE_LIMIT: 0,
       ...settings,
     }),
   )

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { ConfigError, describeConfig, type LoadOptions, loadConfig } from '../../src/config/load.ts'
+import { a1111Servers } from '../../src/config/schema.ts'
 
 const dir = mkdtempSync(join(tmpdir(), 'pico-bridge-config-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
@@ -69,7 +70,7 @@ describe('loadConfig', () => {
     expect(config.MQTT_PORT).toBe(1884)
     expect(config.TARGET_WIDTH).toBe(320)
     expect(config.A1111_TIMEOUT).toBe(12.5)
-    expect(config.A1111_BASE_URL).toBe('http://gpu.local:7860')
+    expect(config.A1111_BASE_URL).toEqual([{ url: 'http://gpu.local:7860' }])
     expect(config.BASE_TOPIC).toBe('home/pico')
     expect(config).not.toHaveProperty('PATH')
   })
@@ -92,7 +93,7 @@ describe('loadConfig', () => {
     const config = loadConfig({ configFile: file, dotenvFile, env: { LOG_LEVEL: 'error' } })
     expect(config.MQTT_PORT).toBe(2500)
     expect(config.LOG_LEVEL).toBe('error')
-    expect(config.A1111_BASE_URL).toBe('http://10.0.0.5:7860')
+    expect(config.A1111_BASE_URL).toEqual([{ url: 'http://10.0.0.5:7860' }])
     expect(config.DATA_DIR).toBe('/from/file')
   })
 
@@ -176,7 +177,7 @@ describe('loadConfig', () => {
     })
     expect(problems).toHaveLength(5)
     for (const name of ['MQTT_PORT', 'HTTP_PORT', 'A1111_BASE_URL', 'BASE_TOPIC', 'A1111_TIMEOUT']) {
-      expect(problems.filter((p) => p.startsWith(`${name} (environment): `))).toHaveLength(1)
+      expect(problems.filter((p) => p.startsWith(`${name} (`) && p.includes('environment)'))).toHaveLength(1)
     }
   })
 
@@ -303,5 +304,45 @@ describe('loadConfig', () => {
       ;(config as { MQTT_PORT: number }).MQTT_PORT = 1
     }).toThrow(TypeError)
     expect(config.MQTT_PORT).toBe(1884)
+  })
+})
+
+describe('several A1111 servers', () => {
+  it('takes a comma-separated list from the environment, shared credentials filling in', () => {
+    const config = loadConfig({
+      env: { A1111_BASE_URL: 'http://a:7860, http://b:7861/', A1111_USERNAME: 'u', A1111_PASSWORD: 'p' },
+    })
+    expect(a1111Servers(config)).toEqual([
+      { url: 'http://a:7860', username: 'u', password: 'p', timeoutS: 300 },
+      { url: 'http://b:7861', username: 'u', password: 'p', timeoutS: 300 },
+    ])
+  })
+
+  it('takes an array with per-server auth and timeout from the config file, and masks passwords', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pab-servers-'))
+    const file = join(dir, 'config.json')
+    writeFileSync(
+      file,
+      JSON.stringify({
+        A1111_TIMEOUT: 120,
+        A1111_BASE_URL: [
+          'http://a:7860',
+          { url: 'http://b:7860', username: 'x', password: 'y', timeout: 30 },
+        ],
+      }),
+    )
+    const config = loadConfig({ configFile: file, env: {} })
+    expect(a1111Servers(config)).toEqual([
+      { url: 'http://a:7860', username: undefined, password: undefined, timeoutS: 120 },
+      { url: 'http://b:7860', username: 'x', password: 'y', timeoutS: 30 },
+    ])
+    expect(JSON.stringify(describeConfig(config))).not.toContain('"y"')
+  })
+
+  it('names a bad server in the list', () => {
+    expect(() => loadConfig({ env: { A1111_BASE_URL: 'http://a:7860,ftp://b' } })).toThrow(
+      /A1111_BASE_URL \(server 2; environment\)/,
+    )
+    expect(() => loadConfig({ env: {}, configFile: undefined, dotenvFile: undefined })).not.toThrow()
   })
 })

@@ -1,0 +1,110 @@
+import type { FastifyInstance } from 'fastify'
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
+
+/*
+ * Prometheus metrics at GET /metrics (on the HTTP listener, behind the API key like every route but /health).
+ * prom-client does the text format, label escaping and process metrics (CPU, memory, event-loop lag) that
+ * would otherwise be written by hand.
+ */
+
+export interface Metrics {
+  jobFinished(outcome: 'done' | 'error' | 'cancelled'): void
+  generation(generatorId: string, seconds: number, ok: boolean): void
+  conversion(seconds: number): void
+  frameSent(kind: 'final' | 'preview'): void
+  chunkBytes(bytes: number): void
+  journalWrite(seconds: number): void
+  generatorUp(generatorId: string, up: boolean): void
+  route(app: FastifyInstance): void
+}
+
+export function createMetrics(sources: {
+  waiting(): number
+  running(): number
+  mqttClients(): number
+}): Metrics {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry, prefix: 'pab_' })
+  new Gauge({
+    name: 'pab_queue_waiting',
+    help: 'Jobs waiting for a generator',
+    registers: [registry],
+    collect() {
+      this.set(sources.waiting())
+    },
+  })
+  new Gauge({
+    name: 'pab_jobs_running',
+    help: 'Generations running now',
+    registers: [registry],
+    collect() {
+      this.set(sources.running())
+    },
+  })
+  new Gauge({
+    name: 'pab_mqtt_clients',
+    help: 'Connected MQTT clients (devices, automations, watchers)',
+    registers: [registry],
+    collect() {
+      this.set(sources.mqttClients())
+    },
+  })
+  const jobs = new Counter({
+    name: 'pab_jobs_total',
+    help: 'Jobs that ended, by outcome',
+    labelNames: ['outcome'],
+    registers: [registry],
+  })
+  const generation = new Histogram({
+    name: 'pab_generation_seconds',
+    help: 'Time A1111 (or the demo generator) took per generation',
+    labelNames: ['generator', 'result'],
+    buckets: [0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300],
+    registers: [registry],
+  })
+  const conversion = new Histogram({
+    name: 'pab_conversion_seconds',
+    help: 'Time to turn a picture into a panel frame',
+    buckets: [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25],
+    registers: [registry],
+  })
+  const frames = new Counter({
+    name: 'pab_frames_sent_total',
+    help: 'Frames handed to subscribers',
+    labelNames: ['kind'],
+    registers: [registry],
+  })
+  const bytes = new Counter({
+    name: 'pab_frame_bytes_sent_total',
+    help: 'Frame chunk bytes written to MQTT clients',
+    registers: [registry],
+  })
+  const journal = new Histogram({
+    name: 'pab_journal_write_seconds',
+    help: 'Time to record an accepted prompt durably (write + fsync)',
+    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1],
+    registers: [registry],
+  })
+  const up = new Gauge({
+    name: 'pab_generator_up',
+    help: '1 when the generator answers, 0 when it is down',
+    labelNames: ['generator'],
+    registers: [registry],
+  })
+
+  return {
+    jobFinished: (outcome) => jobs.inc({ outcome }),
+    generation: (generator, seconds, ok) =>
+      generation.observe({ generator, result: ok ? 'ok' : 'error' }, seconds),
+    conversion: (seconds) => conversion.observe(seconds),
+    frameSent: (kind) => frames.inc({ kind }),
+    chunkBytes: (n) => bytes.inc(n),
+    journalWrite: (seconds) => journal.observe(seconds),
+    generatorUp: (generator, isUp) => up.set({ generator }, isUp ? 1 : 0),
+    route(app) {
+      app.get('/metrics', async (_request, reply) =>
+        reply.type(registry.contentType).send(await registry.metrics()),
+      )
+    },
+  }
+}

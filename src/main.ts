@@ -14,8 +14,11 @@ const EXIT_CONFIG = 78
 const EXIT_USAGE = 64
 
 const HELP = `Usage: pico-a1111-bridge [--config FILE] [--check-config]
+       pico-a1111-bridge device --id ID [--url URL] [--prompt TEXT] [--out FILE] [--watch]
 
 Runs the bridge: an MQTT broker for Pico displays that turns prompts into pictures from AUTOMATIC1111.
+The device command acts as a simulated Pico display and writes the frames it gets as PNG
+(pico-a1111-bridge device --help).
 
 Options:
   --config FILE    JSON file of settings (environment variables override it)
@@ -28,6 +31,12 @@ HTTP_PORT, DATA_DIR; a .env file in the working directory is read too. See READM
 Exit codes: 0 stopped cleanly, 1 failed, 64 bad usage, 78 invalid settings.`
 
 export async function main(argv: string[]): Promise<void> {
+  if (argv[0] === 'device') {
+    // Loaded only for this command: the daemon itself has no use for the MQTT client library.
+    const { runDevice } = await import('./cli/device.ts')
+    process.exitCode = await runDevice(argv.slice(1))
+    return
+  }
   let args: ReturnType<typeof parse>
   try {
     args = parse(argv)

@@ -1,0 +1,54 @@
+# config.example.py - copy to config.py, fill in your network and bridge, and copy it to the board.
+
+# Wi-Fi (2.4 GHz only: the Pico's radio cannot see 5 GHz networks)
+WIFI_SSID = "your-network"
+WIFI_PASSWORD = "your-password"
+WIFI_COUNTRY = None          # e.g. "GB" or "US": sets the allowed Wi-Fi channels; None keeps the default
+
+# The machine running pico-a1111-bridge (its MQTT broker listens on 1883)
+MQTT_HOST = "192.168.1.10"
+MQTT_PORT = 1883
+BASE_TOPIC = "pico"          # the bridge's BASE_TOPIC
+DEVICE_ID = "kitchen"        # 1-64 letters, digits, _ or -; not "bridge"
+KEEPALIVE_S = 60             # main.py pings every KEEPALIVE_S / 3 seconds
+SOCKET_TIMEOUT_S = 15        # a read that stalls this long means the connection is gone: reconnect
+RETRY_FIRST_MS = 1000        # reconnect after 1 s, then 2, 4, 8 ... up to RETRY_MAX_MS
+RETRY_MAX_MS = 60000
+
+# The panel: "st7789" (Waveshare Pico-LCD-1.3 and other 240x240 ST7789 boards), "gc9a01" (1.28" round)
+# or "none" (no panel: each finished frame is written to flash as frame.bmp)
+DISPLAY = "st7789"
+WIDTH = 240
+HEIGHT = 240
+ROTATION = 0
+COLOR_ORDER = "RGB"          # st7789 only: "BGR" if red and blue come out swapped
+FRAME_FILE = "frame.bmp"     # DISPLAY = "none" only
+
+# SPI wiring. These pins are the Waveshare Pico-LCD-1.3's (SPI1); use the same for a GC9A01 module.
+SPI_ID = 1
+SPI_BAUD = 60_000_000        # lower it (e.g. 20_000_000) for long jumper wires
+SPI_POLARITY = 0             # 1 for ST7789 boards without a CS pin
+PIN_SCK = 10
+PIN_MOSI = 11
+PIN_CS = 9
+PIN_DC = 8
+PIN_RST = 12
+PIN_BL = 13
+
+# Largest band the bridge sends, in rows: its BAND_ROWS (20 by default; set 10 on the bridge for a Pico W)
+BAND_ROWS = 20
+SHOW_PREVIEWS = True         # draw intermediate pictures while a prompt is generating
+
+# Buttons to ground (None = no button). On the Waveshare Pico-LCD-1.3: A = 15, B = 17, X = 19, Y = 21.
+BUTTON_PIN = 15              # sends the next prompt of PROMPTS
+CANCEL_PIN = 17              # cancels the running job
+PROMPTS = [
+    "a red fox in the snow, watercolour",
+    "a lighthouse at dusk, oil painting",
+    "a bowl of ramen, studio photo",
+    "a cat astronaut, pixel art",
+]
+
+# http_client.py only: the bridge's HTTP passthrough and its SERVICE_API_KEY (None if not set)
+HTTP_URL = "http://192.168.1.10:8080"
+API_KEY = None

@@ -65,6 +65,9 @@ export function createGenerators(config: Config, log: Logger): Generator[] {
 
 export function createApp(config: Config, deps: AppDeps): App {
   const log = deps.log
+  // Start and stop lines are logged at info even when LOG_LEVEL is warn or error: scripts and the tests read
+  // the real ports from the listening line (CONTRACT section 1). Only LOG_LEVEL=silent silences them.
+  const lifecycle = log.levelVal > 30 && log.level !== 'silent' ? log.child({}, { level: 'info' }) : log
   const now = deps.now ?? (() => new Date())
   const startedAt = Date.now()
   const topics = createTopics(config.BASE_TOPIC)
@@ -234,7 +237,7 @@ export function createApp(config: Config, deps: AppDeps): App {
       // Jobs acknowledged before a crash or a restart run now, in their order, before new prompts.
       const replayed = intake.replay(pending)
       const ports: RunningPorts = { mqttPort, httpPort }
-      log.info(
+      lifecycle.info(
         {
           ...ports,
           generators: generators.map((g) => g.name),
@@ -249,7 +252,7 @@ export function createApp(config: Config, deps: AppDeps): App {
 
     stop(reason) {
       stopping ??= (async () => {
-        log.info({ reason }, 'stopping')
+        lifecycle.info({ reason }, 'stopping')
         const deadline = new AbortController()
         // Running jobs get most of the shutdown time to finish; then they are interrupted (and, being on
         // disk, run again at the next start).
@@ -267,7 +270,7 @@ export function createApp(config: Config, deps: AppDeps): App {
         await broker.stop()
         journal.close()
         await Promise.allSettled(generators.map((g) => g.close()))
-        log.info('stopped')
+        lifecycle.info('stopped')
       })()
       return stopping
     },

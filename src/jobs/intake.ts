@@ -52,6 +52,14 @@ export function createIntake(deps: {
     deps.jobDeps.publishStatus(deviceId, job as Job, event)
   }
 
+  /** A rejected prompt is the sender's fault (warn), unless it is a bug in the bridge (error, with stack). */
+  function logRejection(err: unknown, deviceId: string, clientId: string): AppError {
+    const appErr = toAppError(err)
+    if (appErr.code === 'E_INTERNAL') log.error({ err, deviceId, clientId }, 'prompt failed inside the bridge')
+    else log.warn({ deviceId, clientId, code: appErr.code, err: appErr.message }, 'prompt rejected')
+    return appErr
+  }
+
   function submitPrompt(deviceId: string, prompt: PromptRequest): Job {
     deps.seen(deviceId)
     if (!deps.rateLimit.take(deviceId)) {
@@ -117,17 +125,13 @@ export function createIntake(deps: {
           try {
             prompt = parsePromptPayload(payload)
           } catch (err) {
-            const appErr = toAppError(err)
-            log.warn({ deviceId, clientId, code: appErr.code, err: appErr.message }, 'prompt rejected')
-            reject(deviceId, appErr)
+            reject(deviceId, logRejection(err, deviceId, clientId))
             return
           }
           try {
             submitPrompt(deviceId, prompt)
           } catch (err) {
-            const appErr = toAppError(err)
-            log.warn({ deviceId, clientId, code: appErr.code, err: appErr.message }, 'prompt rejected')
-            reject(deviceId, appErr, prompt.requestId)
+            reject(deviceId, logRejection(err, deviceId, clientId), prompt.requestId)
           }
           return
         }

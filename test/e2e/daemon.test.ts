@@ -79,6 +79,16 @@ describe('the daemon as a user runs it', () => {
     expect(daemon.stdout()).not.toContain('hunter2')
   })
 
+  it('logs the listening line with the real ports even at LOG_LEVEL=warn', async () => {
+    const daemon = spawnDaemon({ ...env(), LOG_LEVEL: 'warn' }, [], dir)
+    const { mqttPort, httpPort } = await daemon.listening
+    expect(mqttPort).toBeGreaterThan(0)
+    expect(httpPort).toBeGreaterThan(0)
+    expect(daemon.lines.some((l) => l.level === 30 && l.msg !== 'listening' && l.msg !== 'stopping')).toBe(false)
+    daemon.child.kill('SIGTERM')
+    expect((await daemon.exit).code).toBe(0)
+  })
+
   it('refuses an unknown option with exit code 64', async () => {
     const daemon = spawnDaemon(env(), ['--frobnicate'], dir)
     expect((await daemon.exit).code).toBe(64)

@@ -3,6 +3,8 @@ import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
 
 const BIN = fileURLToPath(new URL('../../bin/pico-a1111-bridge.ts', import.meta.url))
+/** The V8 flags of `npm start` and the systemd unit, so tests and benchmarks run the daemon as users do. */
+const START_FLAGS = ['--max-semi-space-size=1']
 
 export interface Daemon {
   child: ChildProcess
@@ -17,7 +19,7 @@ export interface Daemon {
 
 /** Starts the daemon the way `npm start` does (node running bin/pico-a1111-bridge.ts) with only `env` set. */
 export function spawnDaemon(env: Record<string, string>, args: string[] = [], cwd?: string): Daemon {
-  const child = spawn(process.execPath, [BIN, ...args], {
+  const child = spawn(process.execPath, [...START_FLAGS, BIN, ...args], {
     cwd,
     env: { PATH: process.env.PATH ?? '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

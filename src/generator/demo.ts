@@ -118,7 +118,7 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
 }
 
 /** mulberry32: a tiny seeded PRNG, so one seed always gives the same colours. */
-function seededRandom(seed: number): () => number {
+export function seededRandom(seed: number): () => number {
   let a = seed >>> 0
   return () => {
     a = (a + 0x6d2b79f5) >>> 0

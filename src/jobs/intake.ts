@@ -55,7 +55,8 @@ export function createIntake(deps: {
   /** A rejected prompt is the sender's fault (warn), unless it is a bug in the bridge (error, with stack). */
   function logRejection(err: unknown, deviceId: string, clientId: string): AppError {
     const appErr = toAppError(err)
-    if (appErr.code === 'E_INTERNAL') log.error({ err, deviceId, clientId }, 'prompt failed inside the bridge')
+    if (appErr.code === 'E_INTERNAL')
+      log.error({ err, deviceId, clientId }, 'prompt failed inside the bridge')
     else log.warn({ deviceId, clientId, code: appErr.code, err: appErr.message }, 'prompt rejected')
     return appErr
   }

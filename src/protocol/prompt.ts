@@ -11,6 +11,16 @@ export const GENERATION_DEFAULTS = { width: 512, height: 512, steps: 20, cfgScal
 const text = (max: number) =>
   z.string({ error: 'must be a string' }).max(max, { error: `must be at most ${max} characters` })
 
+const wholeNumber = (min: number, max: number, minMessage = `must be at least ${min}`) =>
+  z
+    .number({ error: 'must be a number' })
+    .int({ error: 'must be a whole number' })
+    .min(min, { error: minMessage })
+    .max(max, { error: `must be at most ${max}` })
+
+/** A generation size: A1111 works in multiples of 8 pixels. */
+const size = wholeNumber(64, 2048).multipleOf(8, { error: 'must be a multiple of 8' })
+
 /** The JSON form of a prompt on `<base>/<id>/prompt` (and the body of the HTTP device route). */
 export const promptJsonSchema = z
   .object({
@@ -20,38 +30,16 @@ export const promptJsonSchema = z
       .trim()
       .min(1, { error: 'must not be empty' }),
     negative_prompt: text(MAX_PROMPT_CHARS).optional(),
-    seed: z
-      .number({ error: 'must be a number' })
-      .int({ error: 'must be a whole number' })
-      .min(-1, { error: 'must be -1 (random) or a seed from 0 to 4294967295' })
-      .max(4294967295, { error: 'must be at most 4294967295' })
-      .optional(),
-    steps: z
-      .number({ error: 'must be a number' })
-      .int({ error: 'must be a whole number' })
-      .min(1, { error: 'must be at least 1' })
-      .max(150, { error: 'must be at most 150' })
-      .optional(),
+    seed: wholeNumber(-1, 4294967295, 'must be -1 (random) or a seed from 0 to 4294967295').optional(),
+    steps: wholeNumber(1, 150).optional(),
     cfg_scale: z
       .number({ error: 'must be a number' })
       .min(1, { error: 'must be at least 1' })
       .max(30, { error: 'must be at most 30' })
       .optional(),
     sampler_name: text(64).trim().min(1, { error: 'must not be empty' }).optional(),
-    width: z
-      .number({ error: 'must be a number' })
-      .int({ error: 'must be a whole number' })
-      .min(64, { error: 'must be at least 64' })
-      .max(2048, { error: 'must be at most 2048' })
-      .multipleOf(8, { error: 'must be a multiple of 8' })
-      .optional(),
-    height: z
-      .number({ error: 'must be a number' })
-      .int({ error: 'must be a whole number' })
-      .min(64, { error: 'must be at least 64' })
-      .max(2048, { error: 'must be at most 2048' })
-      .multipleOf(8, { error: 'must be a multiple of 8' })
-      .optional(),
+    width: size.optional(),
+    height: size.optional(),
     fit: z.enum(['cover', 'contain', 'fill'], { error: 'must be cover, contain or fill' }).optional(),
     request_id: z.union([text(128), z.number()], { error: 'must be a string or a number' }).optional(),
     preview: z.boolean({ error: 'must be true or false' }).optional(),

@@ -110,7 +110,9 @@ describe('the systemd unit', () => {
     expect(install(['--root', root, '--no-deps']).status).toBe(0)
     const unit = join(root, 'etc/systemd/system', `${NAME}.service`)
     // The installer wrote the path of this Node into ExecStart, so verify finds an executable there.
-    expect(read(unit)).toContain(`ExecStart=${realpathSync(process.execPath)} --max-semi-space-size=1 /opt/${NAME}/bin/${NAME}.ts`)
+    expect(read(unit)).toContain(
+      `ExecStart=${realpathSync(process.execPath)} --max-semi-space-size=1 /opt/${NAME}/bin/${NAME}.ts`,
+    )
     const r = run(analyze, ['verify', unit])
     // verify exits 0 on unknown keys and bad values and only prints them: any output is a defect.
     expect(`${r.stdout}${r.stderr}`).toBe('')

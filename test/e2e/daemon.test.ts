@@ -84,7 +84,9 @@ describe('the daemon as a user runs it', () => {
     const { mqttPort, httpPort } = await daemon.listening
     expect(mqttPort).toBeGreaterThan(0)
     expect(httpPort).toBeGreaterThan(0)
-    expect(daemon.lines.some((l) => l.level === 30 && l.msg !== 'listening' && l.msg !== 'stopping')).toBe(false)
+    expect(daemon.lines.some((l) => l.level === 30 && l.msg !== 'listening' && l.msg !== 'stopping')).toBe(
+      false,
+    )
     daemon.child.kill('SIGTERM')
     expect((await daemon.exit).code).toBe(0)
   })

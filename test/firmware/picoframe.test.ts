@@ -10,32 +10,13 @@ import {
 } from '../../src/protocol/frame.ts'
 import { startBridge, type TestBridge } from '../support/bridge.ts'
 import { connectDevice } from '../support/device.ts'
+import { gradientPixels, noisePixels } from '../support/pixels.ts'
 import { type Board, bootMicroPython } from './micropython.ts'
 
 /*
  * firmware-examples/micropython/picoframe.py under real MicroPython: bands from the daemon's own encoder and
  * bands captured from a running bridge go in; the pixels that come out must be the ones that went in.
  */
-
-/** Pixel bytes that differ per pixel and per frame, so a band from the wrong rows or frame is noticed. */
-function noisePixels(width: number, height: number, seed: number): Buffer {
-  const buf = Buffer.alloc(width * height * 2)
-  let s = seed >>> 0
-  for (let i = 0; i < buf.length; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0
-    buf[i] = s >>> 24
-  }
-  return buf
-}
-
-/** A gradient: what zlib bands usually carry, and they shrink a lot. */
-function gradientPixels(width: number, height: number): Buffer {
-  const buf = Buffer.alloc(width * height * 2)
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) buf.writeUInt16BE(((x >> 3) << 11) | ((y >> 2) << 5), (y * width + x) * 2)
-  }
-  return buf
-}
 
 function frame(overrides: Partial<FrameSpec> = {}): FrameSpec {
   return {

@@ -1,5 +1,6 @@
 import { crc32 } from 'node:zlib'
 import sharp from 'sharp'
+import { seededRandom } from '../../src/generator/demo.ts'
 
 /**
  * Pictures for the fake A1111: real PNGs made with sharp, deterministic from the seed, so tests can decode
@@ -18,18 +19,6 @@ export interface PictureOptions {
   infotext?: string | undefined
   /** Previews are made in a hurry, as A1111's "Approx NN" decode is cheap. */
   fast?: boolean
-}
-
-/** mulberry32: a tiny seeded generator, enough for noise that is the same for the same seed. */
-function seededRandom(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 /** A gradient tinted by the seed, plus seeded noise; the less `done`, the greyer (a half-denoised latent). */

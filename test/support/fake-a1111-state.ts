@@ -36,6 +36,8 @@ export interface Txt2ImgAnswer {
 
 export interface SdStateOptions {
   stepMs: number
+  /** A fixed wait before the first step of every generation; 0 or absent adds nothing. */
+  latencyMs?: number
   noise: boolean
   /** `opts.show_progress_every_n_steps`, 10 by default in shared_options.py. */
   showProgressEveryNSteps: number
@@ -83,6 +85,8 @@ export function createSdState(options: SdStateOptions) {
   let previewSeed = 0
   let previewSize = { width: 512, height: 512 }
   let queue: Promise<unknown> = Promise.resolve()
+  /** Ends the fixed latency wait early (an interrupt), while one is running. */
+  let wakeFromLatency: (() => void) | undefined
 
   /** `State.begin()`: resets the flags, so an interrupt sent while idle or queued is lost (research §3). */
   function begin(): void {
@@ -143,6 +147,7 @@ export function createSdState(options: SdStateOptions) {
   /** `shared.state.interrupt()`: the next step raises InterruptedException inside the sampler. */
   function interrupt(): void {
     state.interrupted = true
+    wakeFromLatency?.()
     events.emit('interrupt', { ...state })
   }
 
@@ -154,6 +159,7 @@ export function createSdState(options: SdStateOptions) {
   async function sample(steps: number, batches: number): Promise<{ started: number; done: number }> {
     state.job_count = batches
     state.sampling_steps = steps
+    await latency()
     let started = 0
     let done = 0
     for (let n = 0; n < batches; n++) {
@@ -176,6 +182,19 @@ export function createSdState(options: SdStateOptions) {
       previewStep = 0
     }
     return { started, done }
+  }
+
+  /** The fixed `latencyMs` wait; an interrupt or close() ends it at once, and the steps then stop too. */
+  async function latency(): Promise<void> {
+    const ms = options.latencyMs ?? 0
+    if (ms <= 0 || state.interrupted) return
+    const wake = new AbortController()
+    wakeFromLatency = () => wake.abort()
+    try {
+      await sleep(ms, AbortSignal.any([options.closed, wake.signal]))
+    } finally {
+      wakeFromLatency = undefined
+    }
   }
 
   async function generate(parameters: Record<string, unknown>): Promise<Txt2ImgAnswer> {

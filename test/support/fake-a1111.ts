@@ -28,6 +28,11 @@ export type Fault =
 export interface FakeA1111Options {
   /** Time per sampling step; 0 (default) answers at once. */
   stepMs?: number
+  /**
+   * A fixed wait at the start of every generation, on top of the steps (0, the default, adds nothing): a GPU
+   * that takes the same time per picture, for benchmarks. An interrupt or close() ends the wait early.
+   */
+  latencyMs?: number
   /** 512x512 pictures of about 500 KB, like real output, for benchmarks. */
   noise?: boolean
   /** `--api-auth username:password`. */
@@ -88,6 +93,7 @@ export async function startFakeA1111(options: FakeA1111Options = {}): Promise<Fa
   const settings = { showProgressEveryNSteps: options.showProgressEveryNSteps ?? 10 }
   const sd: SdState = createSdState({
     stepMs: options.stepMs ?? 0,
+    latencyMs: options.latencyMs ?? 0,
     noise: options.noise ?? false,
     showProgressEveryNSteps: settings.showProgressEveryNSteps,
     closed: closing.signal,

@@ -15,26 +15,7 @@ import {
   type FrameSpec,
   HEADER_BYTES,
 } from '../../src/protocol/frame.ts'
-
-/** Deterministic pixel bytes that differ per pixel, so a band taken from the wrong rows is noticed. */
-function noisePixels(width: number, height: number, seed = 1): Buffer {
-  const buf = Buffer.alloc(width * height * 2)
-  let s = seed >>> 0
-  for (let i = 0; i < buf.length; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0
-    buf[i] = s >>> 24
-  }
-  return buf
-}
-
-/** A smooth gradient, which zlib shrinks a lot (like most pictures on a panel). */
-function gradientPixels(width: number, height: number): Buffer {
-  const buf = Buffer.alloc(width * height * 2)
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) buf.writeUInt16BE(((x >> 3) << 11) | ((y >> 2) << 5), (y * width + x) * 2)
-  }
-  return buf
-}
+import { gradientPixels, noisePixels } from '../support/pixels.ts'
 
 function spec(overrides: Partial<FrameSpec> = {}): FrameSpec {
   const width = overrides.width ?? 240

@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process'
+import type { EventEmitter } from 'node:events'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
@@ -235,4 +236,56 @@ export function tally(messages: readonly string[], max = 5): string {
     .slice(0, max)
     .map(([m, n]) => `${n} x \`${m}\``)
     .join(', ')
+}
+
+/** The HTTP listener of a daemon started with HTTP_PORT=0, from the port in its `listening` line. */
+export async function httpUrlOf(bridge: Bridge): Promise<string> {
+  const { httpPort } = await bridge.daemon.listening
+  if (httpPort === null) throw new Error('the daemon has no HTTP listener (HTTP_PORT=off)')
+  return `http://127.0.0.1:${httpPort}`
+}
+
+/** When a fake A1111 was generating (from its `begin` and `end` events), to tell its time from the bridge's. */
+export interface BusyLog {
+  spans: { begin: number; end: number }[]
+  /** Milliseconds of generating that fall inside [from, to]. */
+  busyMs(from: number, to: number): number
+  /** Generations that ended inside [from, to]. */
+  endedIn(from: number, to: number): number
+}
+
+export function trackBusy(fake: { events: EventEmitter }): BusyLog {
+  const spans: { begin: number; end: number }[] = []
+  let begunAt = 0
+  fake.events.on('begin', () => {
+    begunAt = performance.now()
+  })
+  fake.events.on('end', () => spans.push({ begin: begunAt, end: performance.now() }))
+  return {
+    spans,
+    busyMs: (from, to) =>
+      spans
+        .map(({ begin, end }) => Math.min(end, to) - Math.max(begin, from))
+        .reduce((sum, d) => sum + Math.max(0, d), 0),
+    endedIn: (from, to) => spans.filter(({ end }) => end >= from && end <= to).length,
+  }
+}
+
+/** Polls GET /health until every generator says `up` (the daemon checks them in the background at start). */
+export async function waitGeneratorsUp(httpUrl: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs
+  let last = ''
+  while (performance.now() < deadline) {
+    try {
+      const res = await fetch(`${httpUrl}/health`, { signal: AbortSignal.timeout(2_000) })
+      const body = (await res.json()) as { generators?: { state: string }[] }
+      const states = (body.generators ?? []).map((g) => g.state)
+      last = states.join(',')
+      if (states.length > 0 && states.every((s) => s === 'up')) return
+    } catch (err) {
+      last = (err as Error).message
+    }
+    await sleep(50)
+  }
+  throw new Error(`generators not all up within ${timeoutMs} ms (last: ${last})`)
 }

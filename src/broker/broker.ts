@@ -13,6 +13,15 @@ import { guardPacketSize } from './packet-guard.ts'
 
 /** Aedes destroys a client whose socket has not drained for this long (its default of 60 s is too lenient). */
 const DRAIN_TIMEOUT_MS = 15_000
+/*
+ * Aedes drops a message for a client that was already sent one with a higher (brokerId, counter), a guard
+ * against loops in clusters. Retained messages take longer to get through Aedes (they are stored first), so
+ * a prompt a client publishes right after could overtake a status the bridge published before it, and the
+ * status would be dropped for anyone subscribed to both (a `pico/#` dashboard). The bridge's retained
+ * messages therefore count under an id of their own; among themselves they stay in order.
+ */
+const RETAINED_SEQUENCE_ID = 'pico-a1111-bridge/retained'
+
 /** How long clients get to read what is left and close on a stop. */
 const SOCKET_END_GRACE_MS = 1_000
 
@@ -60,6 +69,7 @@ export function createEmbeddedBroker(
   let aedes: Aedes | null = null
   let server: Server | null = null
   let stopping: Promise<void> | null = null
+  let retainedSequence = 0
   const sockets = new Set<Socket>()
 
   const delivery = createFrameDelivery({
@@ -148,7 +158,15 @@ export function createEmbeddedBroker(
       if (!broker) return Promise.reject(new Error('broker is not running'))
       return new Promise((resolve, reject) => {
         broker.publish(
-          { cmd: 'publish', topic, payload: Buffer.from(payload), qos: 1, retain: true, dup: false },
+          {
+            cmd: 'publish',
+            topic,
+            payload: Buffer.from(payload),
+            qos: 1,
+            retain: true,
+            dup: false,
+            ...{ brokerId: RETAINED_SEQUENCE_ID, brokerCounter: ++retainedSequence },
+          },
           (err) => (err ? reject(err) : resolve()),
         )
       })

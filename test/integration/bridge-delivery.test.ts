@@ -88,6 +88,25 @@ describe('frame delivery', () => {
     }
   })
 
+  it('shows a pico/# watcher every status, even those racing the prompt that caused them', async () => {
+    const bridge = await startBridge()
+    try {
+      const watcher = await connectDevice(bridge.mqttUrl, 'raced', { subscribe: false })
+      await watcher.client.subscribeAsync('pico/#', { qos: 0 })
+      const sender = await connectDevice(bridge.mqttUrl, 'raced', { subscribe: false })
+      for (let i = 0; i < 5; i++) {
+        const from = watcher.statuses.length
+        await sender.prompt(`race ${i}`, 0)
+        await watcher.waitForStatus((s) => s.state === 'done', from)
+        const states = watcher.statuses.slice(from).map((s) => s.state)
+        expect(states).toEqual(['generating', 'sending', 'done'])
+      }
+      await Promise.all([watcher.close(), sender.close()])
+    } finally {
+      await bridge.stop()
+    }
+  })
+
   it('publishes bridge/state online (retained) and offline on stop', async () => {
     const bridge = await startBridge()
     const watcher = await connectDevice(bridge.mqttUrl, 'state', { subscribe: false })

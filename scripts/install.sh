@@ -216,8 +216,12 @@ install_code() {
     if [ -e "$SRC/$item" ]; then cp -R "$SRC/$item" "$stage/"; fi
   done
   # Readable by the service user, writable by root only, whoever owned the checkout.
-  chmod -R u=rwX,go=rX "$stage"
   install_deps "$stage"
+  # dist/: the sources as plain JavaScript, which the unit runs (about 25 MB less memory than running the
+  # .ts files). Built by the service's own Node, no dev dependency needed.
+  "$NODE_REAL" "$stage/scripts/build.ts" --out "$stage/dist" >/dev/null || die "building dist/ failed"
+  # Readable by the service user, writable by root only, whoever owned the checkout.
+  chmod -R u=rwX,go=rX "$stage"
   # Swap only once everything is in place, so a failed run leaves the old version working.
   [ ! -e "$OPT" ] || mv "$OPT" "$old"
   mv "$stage" "$OPT"

@@ -111,7 +111,7 @@ describe('the systemd unit', () => {
     const unit = join(root, 'etc/systemd/system', `${NAME}.service`)
     // The installer wrote the path of this Node into ExecStart, so verify finds an executable there.
     expect(read(unit)).toContain(
-      `ExecStart=${realpathSync(process.execPath)} --max-semi-space-size=1 /opt/${NAME}/bin/${NAME}.ts`,
+      `ExecStart=${realpathSync(process.execPath)} --max-semi-space-size=1 /opt/${NAME}/dist/bin/${NAME}.js`,
     )
     const r = run(analyze, ['verify', unit])
     // verify exits 0 on unknown keys and bad values and only prints them: any output is a defect.
@@ -151,7 +151,9 @@ describe('the systemd unit', () => {
 describe('shell scripts', () => {
   it('are shellcheck clean (scripts/ and .ci/run)', () => {
     const shellcheck = need('shellcheck', 'shellcheck')
-    const scripts = readdirSync(join(REPO, 'scripts')).map((f) => join(REPO, 'scripts', f))
+    const scripts = readdirSync(join(REPO, 'scripts'))
+      .filter((f) => f.endsWith('.sh'))
+      .map((f) => join(REPO, 'scripts', f))
     scripts.push(join(REPO, '.ci/run'))
     const r = run(shellcheck, scripts)
     expect(`${r.stdout}${r.stderr}`).toBe('')
@@ -167,7 +169,13 @@ describe('the installer into a scratch root', () => {
     expect(r.status, r.stderr).toBe(0)
 
     const opt = join(root, 'opt', NAME)
-    for (const file of ['bin/pico-a1111-bridge.ts', 'src/main.ts', 'package.json', 'package-lock.json']) {
+    for (const file of [
+      'dist/bin/pico-a1111-bridge.js',
+      'dist/src/main.js',
+      'src/main.ts',
+      'package.json',
+      'package-lock.json',
+    ]) {
       expect(existsSync(join(opt, file)), file).toBe(true)
     }
     for (const absent of ['node_modules', 'test', '.git', '.env']) {
@@ -180,6 +188,7 @@ describe('the installer into a scratch root', () => {
     expect(mode(join(etc, 'secrets.env'))).toBe(0o640)
     expect(mode(join(root, 'etc/systemd/system', `${NAME}.service`))).toBe(0o644)
     expect(mode(join(opt, 'src/main.ts'))).toBe(0o644)
+    expect(mode(join(opt, 'dist/bin/pico-a1111-bridge.js'))).toBe(0o755)
     expect(readdirSync(root).sort()).toEqual(['etc', 'opt'])
 
     // What it would do on a real system, instead of doing it.

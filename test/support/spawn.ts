@@ -2,7 +2,8 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
 
-const BIN = fileURLToPath(new URL('../../bin/pico-a1111-bridge.ts', import.meta.url))
+/** What `npm start` runs: the built daemon (test/support/global-setup.ts builds it before the tests). */
+const BIN = fileURLToPath(new URL('../../dist/bin/pico-a1111-bridge.js', import.meta.url))
 /** The V8 flags of `npm start` and the systemd unit, so tests and benchmarks run the daemon as users do. */
 const START_FLAGS = ['--max-semi-space-size=1']
 
@@ -17,7 +18,7 @@ export interface Daemon {
   exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
 }
 
-/** Starts the daemon the way `npm start` does (node running bin/pico-a1111-bridge.ts) with only `env` set. */
+/** Starts the daemon the way `npm start` does (node running dist/bin/pico-a1111-bridge.js) with only `env` set. */
 export function spawnDaemon(env: Record<string, string>, args: string[] = [], cwd?: string): Daemon {
   const child = spawn(process.execPath, [...START_FLAGS, BIN, ...args], {
     cwd,

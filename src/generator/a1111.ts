@@ -1,6 +1,12 @@
 import type { Logger } from 'pino'
 import { Pool } from 'undici'
 import { AppError } from '../errors.ts'
+import {
+  createOwnJobTracker,
+  type OwnJobTracker,
+  type ProgressSnapshot,
+  parseSnapshot,
+} from './a1111-own-job.ts'
 import type { GenerateHooks, GenerateProgress, GenerateResult, Generator, Txt2ImgPayload } from './types.ts'
 
 /*
@@ -93,26 +99,59 @@ export function createA1111Generator(options: A1111GeneratorOptions, deps: { log
     }
   }
 
+  /**
+   * What A1111 runs right now; undefined if it cannot say, null if it has no /progress at all (servers such as
+   * stable-diffusion.cpp, research section 7), which also means there is nothing to poll.
+   */
+  async function snapshot(): Promise<ProgressSnapshot | undefined | null> {
+    try {
+      const answer = await call('GET', PROGRESS, undefined, AbortSignal.timeout(SIDE_TIMEOUT_MS))
+      if (answer.status === 404) return null
+      return answer.status === 200 ? parseSnapshot(answer.text) : undefined
+    } catch {
+      return undefined
+    }
+  }
+
   async function generate(payload: Txt2ImgPayload, hooks: GenerateHooks): Promise<GenerateResult> {
     hooks.signal.throwIfAborted()
     const started = performance.now()
     const http = new AbortController()
+    // Interrupt only our own job: /sdapi/v1/interrupt stops whatever A1111 runs, which may be a job
+    // someone started in the web UI while ours waits behind it (see a1111-own-job.ts).
+    const before = await snapshot()
+    const own = createOwnJobTracker(before ?? undefined)
+    hooks.signal.throwIfAborted()
     let interrupting: Promise<void> | undefined
+    let pendingInterrupt: string | undefined
+    const interruptOurs = (why: string) => {
+      if (own.started) interrupting ??= interruptUpstream(why)
+      else {
+        pendingInterrupt = why
+        log.info({ why }, 'A1111 is busy with another job; ours is interrupted if it starts in time')
+      }
+    }
     let timedOut = false
     let graceTimer: NodeJS.Timeout | undefined
     const timeoutTimer = setTimeout(() => {
       timedOut = true
-      interrupting ??= interruptUpstream('timeout')
+      interruptOurs('timeout')
       http.abort()
     }, options.timeoutMs)
     // An interrupted A1111 still answers 200 with the partial picture (research §3): wait for that answer,
     // so A1111 is free again when the next job starts, but not forever.
     const onCancel = () => {
-      interrupting ??= interruptUpstream('cancelled')
+      interruptOurs('cancelled')
       graceTimer = setTimeout(() => http.abort(), options.cancelGraceMs ?? 10_000)
     }
     hooks.signal.addEventListener('abort', onCancel, { once: true })
-    const poller = hooks.onProgress && startProgressPolling(hooks.onProgress)
+    const poller = startProgressPolling(before !== null, own, (update) => {
+      if (pendingInterrupt !== undefined && own.started) {
+        interrupting ??= interruptUpstream(pendingInterrupt)
+        pendingInterrupt = undefined
+      }
+      if (update && own.started) hooks.onProgress?.(update)
+    })
     try {
       const answer = await call('POST', TXT2IMG, JSON.stringify(payload), http.signal)
       log.debug(
@@ -130,7 +169,7 @@ export function createA1111Generator(options: A1111GeneratorOptions, deps: { log
       clearTimeout(timeoutTimer)
       clearTimeout(graceTimer)
       hooks.signal.removeEventListener('abort', onCancel)
-      poller?.stop()
+      poller.stop()
     }
   }
 
@@ -148,8 +187,13 @@ export function createA1111Generator(options: A1111GeneratorOptions, deps: { log
    * answers are skipped; failures only cost a debug line, and a 404 (servers without it, e.g. sd.cpp, §7)
    * ends the polling.
    */
-  function startProgressPolling(onProgress: (p: GenerateProgress) => void): { stop(): void } {
+  function startProgressPolling(
+    enabled: boolean,
+    own: OwnJobTracker,
+    onProgress: (p: GenerateProgress | undefined) => void,
+  ): { stop(): void } {
     const stopping = new AbortController()
+    if (!enabled) stopping.abort()
     let timer: NodeJS.Timeout | undefined
     const schedule = () => {
       if (!stopping.signal.aborted) timer = setTimeout(poll, options.progressIntervalMs ?? 1000)
@@ -163,14 +207,18 @@ export function createA1111Generator(options: A1111GeneratorOptions, deps: { log
           log.debug('A1111 has no /sdapi/v1/progress: no progress reports')
           stopping.abort()
         }
-        if (answer.status === 200) update = readProgress(answer.text)
+        if (answer.status === 200) {
+          const seen = parseSnapshot(answer.text)
+          if (seen) own.observe(seen)
+          update = readProgress(answer.text)
+        }
       } catch (err) {
         if (!stopping.signal.aborted) log.debug({ err }, 'progress poll failed')
       }
-      if (update !== undefined && !stopping.signal.aborted) report(update)
+      if (!stopping.signal.aborted) report(update)
       schedule()
     }
-    function report(update: GenerateProgress): void {
+    function report(update: GenerateProgress | undefined): void {
       try {
         onProgress(update)
       } catch (err) {

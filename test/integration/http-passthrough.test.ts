@@ -353,6 +353,8 @@ describe('a full queue', () => {
       .poll(async () => (await httpCall(port, '/health')).json<{ queue: unknown }>().queue)
       .toEqual({ waiting: 1, running: 1 })
 
+    // The running job's request has reached A1111; the refused one must add none.
+    await expect.poll(() => txt2imgRequests(fake).length).toBeGreaterThan(0)
     const before = txt2imgRequests(fake).length
     const res = await httpCall(port, '/sdapi/v1/txt2img', { headers, body })
     expectError(res, 503, 'E_QUEUE_FULL', fake.url)

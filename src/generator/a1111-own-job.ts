@@ -1,0 +1,65 @@
+/*
+ * Which job A1111 is running. Its /sdapi/v1/progress describes the server's one current job, whoever sent it
+ * (a person in the web UI, another program), and /sdapi/v1/interrupt stops that job (research/a1111-api.md
+ * sections 2, 3 and 5.2). So before the bridge reports progress or interrupts, it must know that the job
+ * running is the one it sent. A1111 runs requests one at a time in arrival order, so the bridge notes what
+ * ran when it sent its request: if the server was idle, no other job is ahead of ours (an interrupt before
+ * ours begins is simply lost, research section 3); if another job was running, ours is clear once that one is
+ * seen to end (idle, a new job timestamp, or progress starting over).
+ */
+
+export interface ProgressSnapshot {
+  /** A job is running (state.job_count is not 0). */
+  active: boolean
+  /** state.job_timestamp: set when a job begins (one-second resolution). */
+  timestamp: string
+  progress: number
+}
+
+/** Reads the parts of a /sdapi/v1/progress answer that tell jobs apart; undefined if it is not one. */
+export function parseSnapshot(text: string): ProgressSnapshot | undefined {
+  try {
+    const body = JSON.parse(text) as {
+      progress?: unknown
+      state?: { job_count?: unknown; job_timestamp?: unknown }
+    }
+    if (typeof body !== 'object' || body === null || typeof body.state !== 'object' || body.state === null) {
+      return undefined
+    }
+    return {
+      active: body.state.job_count !== 0,
+      timestamp: String(body.state.job_timestamp ?? ''),
+      progress: typeof body.progress === 'number' ? body.progress : 0,
+    }
+  } catch {
+    return undefined
+  }
+}
+
+export interface OwnJobTracker {
+  /** Feeds one progress answer, taken after the request was sent. */
+  observe(snapshot: ProgressSnapshot): void
+  /** No other job is ahead of ours: what A1111 runs from now on, and what it reports, is ours. */
+  readonly started: boolean
+}
+
+/**
+ * `before` is the progress answer taken just before the request went out; undefined when the server has no
+ * progress to ask (then the job is taken to be ours, which is all that can be done).
+ */
+export function createOwnJobTracker(before: ProgressSnapshot | undefined): OwnJobTracker {
+  let started = before === undefined || !before.active
+  let lastProgress = before?.progress ?? 0
+  return {
+    observe(s) {
+      if (started) return
+      // Idle: the job that was running has ended. Active with a new timestamp, or progress that started
+      // over: a new job, which can only be ours since A1111 keeps arrival order.
+      if (!s.active || s.timestamp !== before?.timestamp || s.progress < lastProgress) started = true
+      lastProgress = s.progress
+    },
+    get started() {
+      return started
+    },
+  }
+}

@@ -123,8 +123,13 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
   const log = deps.log
   const slots: Slot[] = deps.generators.map((generator) => ({ generator, busy: false, freeSince: 0 }))
   const line = createLanes<Entry>()
+  /** Jobs waiting or running. */
   const entries = new Map<string, Entry>()
-  const finished: string[] = []
+  /**
+   * What is left of finished jobs: only their view, never the job itself, which may hold its picture (an
+   * HTTP job's answer is over a megabyte; 500 of them kept whole cost the daemon 700 MB).
+   */
+  const finished = new Map<string, JobView>()
   const active = new Set<Promise<void>>()
   let stopping = false
 
@@ -137,12 +142,21 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
     }
   }
 
-  function settle(entry: Entry, state: 'done' | 'cancelled' | 'error', quiet = false): void {
+  /** Ends a job: reports `event` (its last status), keeps its view and lets go of the job. */
+  function settle(
+    entry: Entry,
+    state: 'done' | 'cancelled' | 'error',
+    event?: StatusEvent,
+    quiet = false,
+  ): void {
     entry.state = state
     entry.position = undefined
-    finished.push(entry.job.id)
-    while (finished.length > FINISHED_KEPT) entries.delete(finished.shift()!)
-    if (!quiet) deps.onSettled?.(entry.job, state)
+    if (event) emit(entry, event)
+    const { job } = entry
+    entries.delete(job.id)
+    finished.set(job.id, { id: job.id, deviceId: job.deviceId, state, position: undefined, last: entry.last })
+    while (finished.size > FINISHED_KEPT) finished.delete(finished.keys().next().value!)
+    if (!quiet) deps.onSettled?.(job, state)
   }
 
   function announcePositions(): void {
@@ -269,8 +283,7 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
     const appErr = toAppError(err)
     if (appErr.code === 'E_INTERNAL') jobLog.error({ err }, 'job failed')
     else jobLog.warn({ code: appErr.code, err: appErr.message, details: appErr.details }, 'job failed')
-    settle(entry, 'error')
-    emit(entry, { state: 'error', error: appErr.toJSON() })
+    settle(entry, 'error', { state: 'error', error: appErr.toJSON() })
   }
 
   function cancelEntry(entry: Entry, reason: CancelReason): boolean {
@@ -279,11 +292,10 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
     entry.controller.abort(new JobCancelled(reason))
     if (reason === 'shutdown' && entry.job.durable) {
       // Not the job's end: it is still on disk and runs again at the next start.
-      settle(entry, 'cancelled', true)
+      settle(entry, 'cancelled', undefined, true)
       return true
     }
-    settle(entry, 'cancelled')
-    emit(entry, { state: 'cancelled', reason })
+    settle(entry, 'cancelled', { state: 'cancelled', reason })
     return true
   }
 
@@ -346,7 +358,7 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
 
     view(jobId) {
       const entry = entries.get(jobId)
-      if (!entry) return undefined
+      if (!entry) return finished.get(jobId)
       const { job, state, position, last } = entry
       return { id: job.id, deviceId: job.deviceId, state, position, last }
     },
@@ -373,7 +385,6 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
 
   function cancelSuperseded(older: Entry): void {
     older.controller.abort(new JobCancelled('superseded'))
-    settle(older, 'cancelled')
-    emit(older, { state: 'cancelled', reason: 'superseded' })
+    settle(older, 'cancelled', { state: 'cancelled', reason: 'superseded' })
   }
 }

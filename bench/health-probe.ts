@@ -67,7 +67,11 @@ async function runProbe({ url, intervalMs, timeoutMs }: ProbeData): Promise<void
   for (let n = 0; !stopping && n < MAX_PROBES; n++) {
     const started = performance.now()
     try {
-      const res = await pool.request({ method: 'GET', path: '/health', signal: AbortSignal.timeout(timeoutMs) })
+      const res = await pool.request({
+        method: 'GET',
+        path: '/health',
+        signal: AbortSignal.timeout(timeoutMs),
+      })
       await res.body.arrayBuffer()
       latenciesMs.push(performance.now() - started)
       if (res.statusCode !== 200) non200++

@@ -110,6 +110,15 @@ export async function cpuTimeMs(pid: number): Promise<number> {
   return (ticks * 1000) / CLK_TCK
 }
 
+/**
+ * The main thread of a process (its tid is its pid) from /proc/<pid>/task/<pid>/schedstat: milliseconds on a
+ * CPU, and milliseconds runnable but waiting for one (CPU contention, not the process's own work).
+ */
+export async function mainThreadSchedMs(pid: number): Promise<{ onCpuMs: number; waitingMs: number }> {
+  const [onCpu, waiting] = (await readFile(`/proc/${pid}/task/${pid}/schedstat`, 'utf8')).trim().split(' ')
+  return { onCpuMs: Number(onCpu) / 1e6, waitingMs: Number(waiting) / 1e6 }
+}
+
 /** VmRSS and VmHWM of a process, in KiB. */
 export async function memoryKb(pid: number): Promise<{ rssKb: number; hwmKb: number }> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8')

@@ -1,16 +1,18 @@
 import { mkdir, writeFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
+import { http } from './http.ts'
 import { idleRss } from './idle-rss.ts'
 import { latency } from './latency.ts'
 import { type Bench, type BenchResult, machineInfo } from './lib.ts'
+import { servers } from './servers.ts'
 import { throughput } from './throughput.ts'
 
 /*
- * `npm run bench [-- --quick] [-- --only latency,throughput,idle-rss]`: runs the benches one after another and
+ * `npm run bench [-- --quick] [-- --only latency,throughput,idle-rss,http,servers]`: runs the benches one after another and
  * prints a Markdown report, also written to bench/results/latest.md.
  */
 
-const BENCHES: Record<string, Bench> = { latency, throughput, 'idle-rss': idleRss }
+const BENCHES: Record<string, Bench> = { latency, throughput, 'idle-rss': idleRss, http, servers }
 
 const { values } = parseArgs({
   args: process.argv.slice(2),

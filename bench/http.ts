@@ -1,0 +1,435 @@
+import { Pool } from 'undici'
+import { imageToRgb565 } from '../src/image/convert.ts'
+import { type FakeA1111, startFakeA1111 } from '../test/support/fake-a1111.ts'
+import { startHealthProbe } from './health-probe.ts'
+import {
+  type Bench,
+  type Bridge,
+  type BusyLog,
+  cpuTimeMs,
+  daemonNote,
+  httpUrlOf,
+  mainThreadSchedMs,
+  mb,
+  memoryKb,
+  ms,
+  NO_RATE_LIMIT,
+  SUMMARY_HEADERS,
+  type Summary,
+  sleep,
+  startBridge,
+  summarize,
+  summaryRow,
+  table,
+  tally,
+  trackBusy,
+  waitGeneratorsUp,
+  within,
+} from './lib.ts'
+
+/*
+ * The HTTP passthrough (POST /sdapi/v1/txt2img answered as raw RGB565, the older Python proxy's route):
+ * (a) sequential latency against the floor, interleaved as in latency.ts; (b) requests per second with ten
+ * clients, once with a fake that makes a new PNG per request (A1111's side bounds it) and once with a fake
+ * that serves the same cached PNG (the bridge bounds it); (c) /health latency during (b).
+ */
+
+const WARMUP = 10
+const CONCURRENCY = 10
+const FRAME_BYTES = 240 * 240 * 2
+const REQUEST_TIMEOUT_MS = 30_000
+/** Past this many failed requests a load run gives up: the bridge is broken, not slow. */
+const MAX_ERRORS = 200
+const ERROR_PAUSE_MS = 100
+const OLD_PROXY_RPS = 11.6
+const TARGET_RPS = OLD_PROXY_RPS * 10
+const HEALTH_TARGET_MS = 10
+const IDLE_PROBE_MS = 2_000
+const CONVERT = { width: 240, height: 240, fit: 'cover', format: 'rgb565-be', invert: false } as const
+const BINARY = { 'content-type': 'application/json', accept: 'application/octet-stream' }
+
+/** Every request names its own seed (and prompt), so the fake encodes a new PNG each time, as in latency.ts. */
+function body(kind: string, i: number): string {
+  return JSON.stringify({
+    prompt: `a lighthouse at dusk ${kind} ${i}`,
+    seed: 1_000_000 * (kind === 'floor' ? 2 : 1) + i,
+  })
+}
+
+/** One POST to the bridge in binary mode; resolves with its duration, throws on anything but a full frame. */
+async function bridgeOnce(pool: Pool, payload: string): Promise<number> {
+  const started = performance.now()
+  const res = await pool.request({
+    method: 'POST',
+    path: '/sdapi/v1/txt2img',
+    headers: BINARY,
+    body: payload,
+    signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+  })
+  const bytes = Buffer.from(await res.body.arrayBuffer())
+  const took = performance.now() - started
+  if (res.statusCode !== 200) {
+    const code = /"code":"(E_[A-Z_]+)"/.exec(bytes.toString('utf8'))?.[1] ?? ''
+    throw new Error(`HTTP ${res.statusCode} ${code}`.trim())
+  }
+  if (bytes.length !== FRAME_BYTES) throw new Error(`frame of ${bytes.length} bytes, not ${FRAME_BYTES}`)
+  return took
+}
+
+interface FloorSample {
+  totalMs: number
+  upstreamMs: number
+  convertMs: number
+}
+
+/** The work no bridge can skip: fetch from A1111, JSON.parse, base64, imageToRgb565 (as in latency.ts). */
+async function floorOnce(pool: Pool, payload: string): Promise<FloorSample> {
+  const started = performance.now()
+  const res = await pool.request({
+    method: 'POST',
+    path: '/sdapi/v1/txt2img',
+    headers: { 'content-type': 'application/json', accept: 'application/json' },
+    body: payload,
+  })
+  const json = JSON.parse(await res.body.text()) as { images: string[] }
+  if (res.statusCode !== 200) throw new Error(`floor: fake A1111 answered ${res.statusCode}`)
+  const png = Buffer.from(json.images[0]!, 'base64')
+  const fetched = performance.now()
+  await imageToRgb565(png, CONVERT)
+  const finished = performance.now()
+  return {
+    totalMs: finished - started,
+    upstreamMs: Number(res.headers['x-process-time']) * 1000,
+    convertMs: finished - fetched,
+  }
+}
+
+/** The daemon's own time per passthrough request, from its `http request` log lines. */
+function serverMs(bridge: Bridge | undefined, from = 0): number[] {
+  return (bridge?.daemon.lines ?? [])
+    .slice(from)
+    .filter((l) => l.msg === 'http request' && l.path === '/sdapi/v1/txt2img' && l.status === 200)
+    .map((l) => Number(l.ms))
+}
+
+/** How long each job held the generator slot (the A1111 call: request, answer, JSON.parse, base64), from `job done`. */
+function genMs(bridge: Bridge | undefined, from = 0): number[] {
+  return (bridge?.daemon.lines ?? [])
+    .slice(from)
+    .filter((l) => l.msg === 'job done')
+    .map((l) => Number(l.genMs))
+}
+
+/** Gauges from the daemon's /metrics (prom-client); the event-loop delay histogram restarts at every scrape. */
+async function daemonGauges(url: string): Promise<Record<string, number>> {
+  const res = await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(5_000) })
+  const text = await res.text()
+  const out: Record<string, number> = {}
+  for (const m of text.matchAll(/^pab_nodejs_(\w+) ([\d.e+-]+)$/gm)) out[m[1]!] = Number(m[2])
+  return out
+}
+
+async function startHttpBridge(fake: FakeA1111): Promise<{ bridge: Bridge; url: string }> {
+  const bridge = await startBridge({ A1111_BASE_URL: fake.url, HTTP_PORT: '0', ...NO_RATE_LIMIT })
+  try {
+    const url = await httpUrlOf(bridge)
+    await waitGeneratorsUp(url)
+    return { bridge, url }
+  } catch (err) {
+    await bridge.stop()
+    throw err
+  }
+}
+
+interface Sequential {
+  bridge: Summary
+  floor: Summary
+  upstream: Summary
+  convert: Summary
+  server: Summary
+  gen: Summary
+  note: string
+}
+
+async function sequential(iterations: number): Promise<Sequential> {
+  const fake = await startFakeA1111({ noise: true })
+  const floorPool = new Pool(fake.url, { connections: 1 })
+  let started: { bridge: Bridge; url: string } | undefined
+  let pool: Pool | undefined
+  const bridgeMs: number[] = []
+  const floor: FloorSample[] = []
+  let exitCode: number | null = null
+  let linesAtWarm = 0
+  try {
+    started = await startHttpBridge(fake)
+    pool = new Pool(started.url, { connections: 1 })
+    for (let i = 0; i < WARMUP + iterations; i++) {
+      const f = await floorOnce(floorPool, body('floor', i))
+      const b = await bridgeOnce(pool, body('bridge', i))
+      if (i === WARMUP - 1) linesAtWarm = started.bridge.daemon.lines.length
+      if (i < WARMUP) continue
+      floor.push(f)
+      bridgeMs.push(b)
+    }
+  } finally {
+    await pool?.close()
+    exitCode = (await started?.bridge.stop()) ?? null
+    await floorPool.close()
+    await fake.close()
+  }
+  return {
+    bridge: summarize(bridgeMs),
+    floor: summarize(floor.map((s) => s.totalMs)),
+    upstream: summarize(floor.map((s) => s.upstreamMs)),
+    convert: summarize(floor.map((s) => s.convertMs)),
+    server: summarize(serverMs(started?.bridge, linesAtWarm)),
+    gen: summarize(genMs(started?.bridge, linesAtWarm)),
+    note: daemonNote(started?.bridge, exitCode),
+  }
+}
+
+interface LoadRun {
+  label: string
+  windowMs: number
+  completed: number
+  errors: string[]
+  latency: Summary
+  server: Summary
+  gen: Summary
+  health: Summary
+  healthIdle: Summary
+  healthNon200: number
+  healthFailures: string[]
+  mainLoopDelayP99Ms: number
+  fakeBusyMs: number
+  generations: number
+  daemonCpuMs: number
+  /** The daemon's main thread: on a CPU, and runnable but waiting for one. */
+  mainOnCpuMs: number
+  mainWaitingMs: number
+  benchCpuMs: number
+  /** Event-loop delay of the daemon over the window (prom-client, sampled every 10 ms, interval included). */
+  loopP99Ms: number
+  loopMaxMs: number
+  heapUsedMb: number
+  externalMb: number
+  rssKb: number
+  hwmKb: number
+  note: string
+}
+
+/** CONCURRENCY clients, each sending its next request when the last answer is complete, for `durationMs`. */
+async function load(label: string, cached: boolean, durationMs: number): Promise<LoadRun> {
+  const fake = await startFakeA1111({ noise: true })
+  const busy: BusyLog = trackBusy(fake)
+  let started: { bridge: Bridge; url: string } | undefined
+  let pool: Pool | undefined
+  const latencies: number[] = []
+  const completedAt: number[] = []
+  const errors: string[] = []
+  let exitCode: number | null = null
+  let run: Omit<LoadRun, 'label' | 'errors' | 'note' | 'latency' | 'server' | 'gen' | 'hwmKb'> | undefined
+  let hwmKb = Number.NaN
+  let linesAtStart = 0
+  let n = 0
+  const next = () =>
+    cached ? JSON.stringify({ prompt: 'a lighthouse at dusk', seed: 42 }) : body(label, n++)
+  try {
+    started = await startHttpBridge(fake)
+    const { bridge, url } = started
+    pool = new Pool(url, { connections: CONCURRENCY })
+    const client = async (deadline: number, record: boolean) => {
+      for (let k = 0; performance.now() < deadline && errors.length < MAX_ERRORS && k < 100_000; k++) {
+        try {
+          const took = await bridgeOnce(pool!, next())
+          if (!record) continue
+          latencies.push(took)
+          completedAt.push(performance.now())
+        } catch (err) {
+          errors.push((err as Error).message)
+          await sleep(ERROR_PAUSE_MS)
+        }
+      }
+    }
+    // Warm-up: JIT, sharp's first calls and the keep-alive connections, not counted.
+    const warmDeadline = performance.now() + 1_000
+    await Promise.all(Array.from({ length: CONCURRENCY }, () => client(warmDeadline, false)))
+    errors.length = 0
+    // /health with nothing else going on, for comparison.
+    const idleProbe = startHealthProbe(url)
+    await sleep(IDLE_PROBE_MS)
+    const idle = await idleProbe.stop()
+    const probe = startHealthProbe(url)
+    await daemonGauges(url)
+    linesAtStart = bridge.daemon.lines.length
+    const cpuBefore = await cpuTimeMs(bridge.pid)
+    const schedBefore = await mainThreadSchedMs(bridge.pid)
+    const benchBefore = process.cpuUsage()
+    const startAt = performance.now()
+    const clients = Array.from({ length: CONCURRENCY }, () => client(startAt + durationMs, true))
+    await sleep(durationMs)
+    const endAt = performance.now()
+    const daemonCpuMs = (await cpuTimeMs(bridge.pid)) - cpuBefore
+    const sched = await mainThreadSchedMs(bridge.pid)
+    const bench = process.cpuUsage(benchBefore)
+    const rssKb = (await memoryKb(bridge.pid)).rssKb
+    const gauges = await daemonGauges(url)
+    const probed = await probe.stop()
+    await within(Promise.all(clients), REQUEST_TIMEOUT_MS + 5_000, 'draining the clients')
+    hwmKb = (await memoryKb(bridge.pid)).hwmKb
+    run = {
+      windowMs: endAt - startAt,
+      completed: completedAt.filter((t) => t <= endAt).length,
+      health: summarize(probed.latenciesMs),
+      healthIdle: summarize(idle.latenciesMs),
+      healthNon200: probed.non200,
+      healthFailures: probed.failures,
+      mainLoopDelayP99Ms: probed.mainLoopDelayP99Ms,
+      fakeBusyMs: busy.busyMs(startAt, endAt),
+      generations: busy.endedIn(startAt, endAt),
+      daemonCpuMs,
+      mainOnCpuMs: sched.onCpuMs - schedBefore.onCpuMs,
+      mainWaitingMs: sched.waitingMs - schedBefore.waitingMs,
+      benchCpuMs: (bench.user + bench.system) / 1000,
+      loopP99Ms: (gauges.eventloop_lag_p99_seconds ?? Number.NaN) * 1000,
+      loopMaxMs: (gauges.eventloop_lag_max_seconds ?? Number.NaN) * 1000,
+      heapUsedMb: (gauges.heap_size_used_bytes ?? Number.NaN) / 2 ** 20,
+      externalMb: (gauges.external_memory_bytes ?? Number.NaN) / 2 ** 20,
+      rssKb,
+    }
+  } finally {
+    await pool?.close()
+    exitCode = (await started?.bridge.stop()) ?? null
+    await fake.close()
+  }
+  if (!run || run.completed === 0) {
+    throw new Error(
+      `${label}: no request completed (${tally(errors)}); ${daemonNote(started?.bridge, exitCode)}`,
+    )
+  }
+  return {
+    label,
+    ...run,
+    errors,
+    latency: summarize(latencies),
+    server: summarize(serverMs(started?.bridge, linesAtStart)),
+    gen: summarize(genMs(started?.bridge, linesAtStart)),
+    hwmKb,
+    note: daemonNote(started?.bridge, exitCode),
+  }
+}
+
+export const http: Bench = async ({ quick }) => {
+  const iterations = quick ? 30 : 200
+  const durationMs = quick ? 5_000 : 20_000
+  const seq = await sequential(iterations)
+  const fresh = await load('new PNG per request', false, durationMs)
+  const cached = await load('cached PNG', true, durationMs)
+  const runs = [fresh, cached]
+
+  const ratio = seq.bridge.p50 / seq.floor.p50
+  const rps = (r: LoadRun) => (r.completed * 1000) / r.windowMs
+  const pct = (part: number, r: LoadRun) => `${((part / r.windowMs) * 100).toFixed(0)} %`
+  const verdict = (ok: boolean) => (ok ? 'met' : 'NOT met')
+  return {
+    title: 'HTTP passthrough: POST /sdapi/v1/txt2img (binary) and /health',
+    method:
+      'daemon spawned (HTTP_PORT=0, RATE_LIMIT=0), fake A1111 (`noise: true`, answers at once) in the bench ' +
+      'process; undici keep-alive clients, `Accept: application/octet-stream`, 115,200-byte frames checked. (a) ' +
+      `sequential, ${iterations} requests after ${WARMUP} warm-up, each with its own prompt and seed, interleaved ` +
+      'with the floor (POST to the fake + JSON.parse + base64 + imageToRgb565); (b) ' +
+      `${CONCURRENCY} concurrent clients for ${durationMs / 1000} s after 1 s warm-up, on a fresh daemon and fake ` +
+      'per run; (c) GET /health every 20 ms during (b) from a worker thread; daemon CPU from /proc/<pid>/stat, ' +
+      'peak RSS = VmHWM.',
+    body: [
+      '### (a) Sequential latency',
+      '',
+      table(
+        ['measurement (ms)', ...SUMMARY_HEADERS],
+        [
+          summaryRow('bridge: POST -> last byte of the frame', seq.bridge),
+          summaryRow('floor: fetch + decode + convert', seq.floor),
+          summaryRow('floor, of which fake A1111 (X-Process-Time)', seq.upstream),
+          summaryRow('floor, of which imageToRgb565', seq.convert),
+          summaryRow('bridge: daemon log `http request` ms', seq.server),
+          summaryRow('bridge: daemon log `job done` genMs (A1111 call)', seq.gen),
+        ],
+      ),
+      '',
+      `- **p50 / floor p50 = ${ratio.toFixed(2)}** (target <= 1.2: ${verdict(ratio <= 1.2)}); the bridge adds ` +
+        `${ms(seq.bridge.p50 - seq.floor.p50)} ms at p50.`,
+      `- ${seq.note}`,
+      '',
+      `### (b) Throughput, ${CONCURRENCY} concurrent clients, and (c) /health meanwhile`,
+      '',
+      table(
+        [
+          'run',
+          'req/s',
+          'requests',
+          'failed',
+          'fake A1111 busy',
+          'daemon CPU',
+          'daemon main thread: on CPU / waiting for one',
+          'CPU per request',
+          'bench process CPU',
+          'RSS at end',
+          'peak RSS',
+          'heap used / external at end',
+        ],
+        runs.map((r) => [
+          r.label,
+          rps(r).toFixed(1),
+          r.completed,
+          r.errors.length,
+          `${pct(r.fakeBusyMs, r)} (${r.generations} PNGs)`,
+          `${pct(r.daemonCpuMs, r)} of one core`,
+          `${pct(r.mainOnCpuMs, r)} / ${pct(r.mainWaitingMs, r)}`,
+          `${(r.daemonCpuMs / r.completed).toFixed(1)} ms`,
+          pct(r.benchCpuMs, r),
+          `${mb(r.rssKb)} MB`,
+          `${mb(r.hwmKb)} MB`,
+          `${r.heapUsedMb.toFixed(0)} / ${r.externalMb.toFixed(0)} MB`,
+        ]),
+      ),
+      '',
+      table(
+        ['under load (ms)', ...SUMMARY_HEADERS],
+        runs.flatMap((r) => [
+          summaryRow(`${r.label}: POST -> last byte`, r.latency),
+          summaryRow(`${r.label}: daemon log \`http request\` ms`, r.server),
+          summaryRow(`${r.label}: daemon log \`job done\` genMs (slot held)`, r.gen),
+          summaryRow(`${r.label}: GET /health, idle before the run`, r.healthIdle),
+          summaryRow(`${r.label}: GET /health during the run`, r.health),
+        ]),
+      ),
+      '',
+      `- **Which is which.** "new PNG per request": every request has its own seed, so the fake encodes a new ` +
+        '~500 KB PNG each time and the bridge, which runs one generation at a time per A1111 server, waits on it: ' +
+        'this run measures the fake. "cached PNG": the same prompt and seed every time, so the fake answers from ' +
+        'its cache at once and the run measures the bridge.',
+      `- **req/s, target >= ${TARGET_RPS.toFixed(0)} (10x the older proxy's ${OLD_PROXY_RPS})**: ` +
+        runs.map((r) => `${r.label} ${rps(r).toFixed(1)} (${verdict(rps(r) >= TARGET_RPS)})`).join('; ') +
+        '.',
+      `- **/health p95, target < ${HEALTH_TARGET_MS} ms**: ` +
+        runs
+          .map(
+            (r) =>
+              `${r.label} ${ms(r.health.p95)} ms (${verdict(r.health.p95 < HEALTH_TARGET_MS)}; ${r.health.n} probes, ` +
+              `${r.healthNon200} not 200, ${r.healthFailures.length} failed${r.healthFailures.length ? `: ${tally(r.healthFailures)}` : ''})`,
+          )
+          .join('; ') +
+        `. Bench main thread event-loop delay p99 meanwhile: ${runs.map((r) => `${ms(r.mainLoopDelayP99Ms)} ms`).join(' / ')} ` +
+        '(why the probe runs on a worker thread); daemon event-loop delay over the window (prom-client, 10 ms ' +
+        `sampling interval included) p99 / max: ${runs.map((r) => `${ms(r.loopP99Ms)} / ${ms(r.loopMaxMs)} ms`).join('; ')}.`,
+      `- **The generator slot bounds req/s**: the bridge holds its one slot per A1111 server for the whole A1111 ` +
+        'call (request, answer, JSON.parse, base64), so req/s <= 1000 / genMs: ' +
+        runs.map((r) => `${r.label} <= ${(1000 / r.gen.p50).toFixed(0)} at the p50 genMs`).join('; ') +
+        '. Conversion and sending run after the slot is free.',
+      ...runs.map(
+        (r) =>
+          `- ${r.label}: failed requests ${r.errors.length}${r.errors.length ? ` (${tally(r.errors)})` : ''}. ${r.note}`,
+      ),
+    ].join('\n'),
+  }
+}

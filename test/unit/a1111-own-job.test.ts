@@ -1,10 +1,18 @@
 import { describe, expect, it } from 'vitest'
-import { createOwnJobTracker, parseSnapshot, type ProgressSnapshot } from '../../src/generator/a1111-own-job.ts'
+import {
+  createOwnJobTracker,
+  type ProgressSnapshot,
+  parseSnapshot,
+} from '../../src/generator/a1111-own-job.ts'
 
 const idle: ProgressSnapshot = { active: false, timestamp: '20261122101500', progress: 0 }
-const running = (timestamp: string, progress: number): ProgressSnapshot => ({ active: true, timestamp, progress })
+const running = (timestamp: string, progress: number): ProgressSnapshot => ({
+  active: true,
+  timestamp,
+  progress,
+})
 
-describe('telling our A1111 job from someone else\'s', () => {
+describe("telling our A1111 job from someone else's", () => {
   it('has nothing ahead of ours when the server was idle', () => {
     const t = createOwnJobTracker(idle)
     expect(t.started).toBe(true)

@@ -351,7 +351,7 @@ async function timeJournal(parent: string, count: number): Promise<number[]> {
   const journal = createJobJournal(dir, { log: pino({ level: 'silent' }) })
   const samples: number[] = []
   try {
-    journal.open()
+    await journal.open()
     for (let i = 0; i < count; i++) {
       const job: JournalJob = {
         id: `job-${i}-${Math.random().toString(36).slice(2, 10)}`,
@@ -360,13 +360,13 @@ async function timeJournal(parent: string, count: number): Promise<number[]> {
         createdAt: new Date().toISOString(),
       }
       const started = performance.now()
-      journal.add(job)
+      await journal.add(job)
       samples.push(performance.now() - started)
       // As in the daemon: jobs end, and every 1,000 ends the file is compacted (not timed here).
       journal.end(job.id)
     }
   } finally {
-    journal.close()
+    await journal.close()
     await rm(dir, { recursive: true, force: true })
   }
   return samples

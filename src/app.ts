@@ -228,7 +228,7 @@ export function createApp(config: Config, deps: AppDeps): App {
     async start() {
       await store.load()
       // Open the journal before the broker listens: a prompt acknowledged from then on must be recorded.
-      const pending = journal.open()
+      const pending = await journal.open()
       const { port: mqttPort } = await broker.start()
       started = true
       const httpPort = http ? (await http.start()).port : null
@@ -268,7 +268,7 @@ export function createApp(config: Config, deps: AppDeps): App {
             .catch((err: unknown) => log.warn({ err }, 'offline state not published'))
         }
         await broker.stop()
-        journal.close()
+        await journal.close().catch((err: unknown) => log.error({ err }, 'closing the job journal failed'))
         await Promise.allSettled(generators.map((g) => g.close()))
         lifecycle.info('stopped')
       })()
@@ -281,9 +281,9 @@ export function createApp(config: Config, deps: AppDeps): App {
 function timedJournal(journal: JobJournal, observe: (seconds: number) => void): JobJournal {
   return {
     ...journal,
-    add(job) {
+    async add(job) {
       const started = performance.now()
-      journal.add(job)
+      await journal.add(job)
       observe((performance.now() - started) / 1000)
     },
   }

@@ -39,10 +39,10 @@ export interface BrokerOptions {
 
 export interface BrokerEvents {
   /**
-   * A message from a client on a topic the bridge reads. Called before the broker acknowledges it (QoS 1
-   * PUBACK), so what the handler records is recorded before the sender hears it arrived. Must be quick.
+   * A message from a client on a topic the bridge reads. The broker acknowledges it (QoS 1 PUBACK) once the
+   * promise settles, so what the handler records is recorded before the sender hears it arrived.
    */
-  onInbound(msg: InboundMessage): void
+  onInbound(msg: InboundMessage): Promise<void>
   /** A client subscribed; `filters` are the ones granted. */
   onSubscribe(client: Client, filters: string[]): void
   onClientChange?(connected: number): void
@@ -84,15 +84,21 @@ export function createEmbeddedBroker(
       callback(new Error('$SYS topics are reserved for the broker'))
       return
     }
-    if (client && deps.isInbound(packet.topic)) {
-      try {
-        events.onInbound({ topic: packet.topic, payload: toBuffer(packet.payload), clientId: client.id })
-      } catch (err) {
+    if (!client || !deps.isInbound(packet.topic)) {
+      callback(null)
+      return
+    }
+    // The acknowledgement (QoS 1 PUBACK) waits for intake, which has the prompt on disk by then. Only this
+    // client's next packets wait meanwhile; other clients are not held up.
+    Promise.resolve()
+      .then(() =>
+        events.onInbound({ topic: packet.topic, payload: toBuffer(packet.payload), clientId: client.id }),
+      )
+      .catch((err: unknown) => {
         // A bug in intake must not cost the client its connection; the message is logged and acknowledged.
         log.error({ err, topic: packet.topic, clientId: client.id }, 'inbound message handler failed')
-      }
-    }
-    callback(null)
+      })
+      .finally(() => callback(null))
   }
 
   function trackClients(broker: Aedes): void {

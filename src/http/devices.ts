@@ -33,7 +33,9 @@ export function registerDeviceRoutes(app: FastifyInstance, deps: DevicesDeps): v
   app.post('/api/v1/devices/:id/prompt', async (request, reply) => {
     const id = deviceId(request.params)
     const prompt = parsePromptJson(request.body)
-    const job = deps.intake.submitPrompt(id, prompt)
+    const { job, recorded } = deps.intake.submitPrompt(id, prompt)
+    // 202 promises the job will run, after a crash too: answer once it is on disk.
+    await recorded
     return reply.code(202).send({ job: job.id, device: id, status_url: `/api/v1/jobs/${job.id}` })
   })
 

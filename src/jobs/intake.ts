@@ -16,12 +16,13 @@ import type { RateLimit } from './rate-limit.ts'
  */
 
 export interface Intake {
-  handle(topic: string, payload: Buffer, clientId: string): void
+  /** Handles one message; the promise settles once what must be on disk is (never rejects). */
+  handle(topic: string, payload: Buffer, clientId: string): Promise<void>
   /**
-   * Queues a prompt for a device (MQTT or HTTP) and records it on disk before returning, so that what the
-   * caller acknowledges survives a crash. Returns the job, or throws an AppError.
+   * Queues a prompt for a device (MQTT or HTTP) and records it on disk: `recorded` resolves once it is
+   * fsync'd, and only then may the caller acknowledge it. Throws an AppError when the prompt is refused.
    */
-  submitPrompt(deviceId: string, prompt: PromptRequest): Job
+  submitPrompt(deviceId: string, prompt: PromptRequest): { job: Job; recorded: Promise<void> }
   /** Queues again the jobs the journal had open at start (same ids, no limits), in their order. */
   replay(jobs: JournalJob[]): number
 }
@@ -61,7 +62,7 @@ export function createIntake(deps: {
     return appErr
   }
 
-  function submitPrompt(deviceId: string, prompt: PromptRequest): Job {
+  function submitPrompt(deviceId: string, prompt: PromptRequest): { job: Job; recorded: Promise<void> } {
     deps.seen(deviceId)
     if (!deps.rateLimit.take(deviceId)) {
       throw new AppError(
@@ -71,17 +72,17 @@ export function createIntake(deps: {
     }
     const job = createDeviceJob(deps.jobDeps, newJobId(), deviceId, prompt)
     deps.queue.submit(job)
-    try {
-      deps.journal.add({ id: job.id, deviceId, prompt: { ...prompt }, createdAt: deps.now().toISOString() })
-    } catch (err) {
-      // The job runs; only its survival of a crash is lost. Say so loudly: DATA_DIR is full or read-only.
-      log.error(
-        { err, deviceId, jobId: job.id },
-        'could not record the job in DATA_DIR; it will not survive a crash',
-      )
-    }
+    const recorded = deps.journal
+      .add({ id: job.id, deviceId, prompt: { ...prompt }, createdAt: deps.now().toISOString() })
+      .catch((err: unknown) => {
+        // The job runs; only its survival of a crash is lost. Say so loudly: DATA_DIR is full or read-only.
+        log.error(
+          { err, deviceId, jobId: job.id },
+          'could not record the job in DATA_DIR; it will not survive a crash',
+        )
+      })
     log.info({ deviceId, jobId: job.id, prompt: prompt.prompt.slice(0, 200) }, 'prompt queued')
-    return job
+    return { job, recorded }
   }
 
   function replay(jobs: JournalJob[]): number {
@@ -102,7 +103,7 @@ export function createIntake(deps: {
   return {
     submitPrompt,
     replay,
-    handle(topic, payload, clientId) {
+    async handle(topic, payload, clientId) {
       const parsed = deps.topics.parseInbound(topic)
       if (!parsed) return
       if (parsed.deviceId === null) {
@@ -129,11 +130,14 @@ export function createIntake(deps: {
             reject(deviceId, logRejection(err, deviceId, clientId))
             return
           }
+          let recorded: Promise<void>
           try {
-            submitPrompt(deviceId, prompt)
+            recorded = submitPrompt(deviceId, prompt).recorded
           } catch (err) {
             reject(deviceId, logRejection(err, deviceId, clientId), prompt.requestId)
+            return
           }
+          await recorded
           return
         }
         case 'cancel': {

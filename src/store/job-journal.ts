@@ -7,15 +7,17 @@ import {
   readFileSync,
   renameSync,
   writeFileSync,
-  writeSync,
 } from 'node:fs'
+import { type FileHandle, open as openFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 
 /*
  * The jobs a device was promised: an append-only journal in DATA_DIR, one JSON line per event, fsync'd before
- * the prompt is acknowledged (the QoS 1 PUBACK, or the HTTP 202). After a crash or a restart the jobs that
- * were added and never ended run again. The file is rewritten with only the open jobs at start and whenever
+ * the prompt is acknowledged (the QoS 1 PUBACK, or the HTTP 202). Writes go through libuv's thread pool one
+ * after another, so a slow disk (an SD card) delays only the acknowledgement, never the event loop, and an
+ * end is never written before its add. After a crash or a restart the jobs that were added and never ended
+ * run again. The file is rewritten with only the open jobs at start and whenever
  * enough ended jobs have piled up, so it stays small. Lines that cannot be read (a torn last write, a damaged
  * disk) are reported and skipped; the daemon starts either way.
  */
@@ -32,12 +34,13 @@ type Line = { op: 'add'; job: JournalJob } | { op: 'end'; id: string }
 
 export interface JobJournal {
   /** Reads the journal, compacts it, and returns the unfinished jobs in the order they came. */
-  open(): JournalJob[]
-  /** Records a new job durably (written and fsync'd) before returning. */
-  add(job: JournalJob): void
+  open(): Promise<JournalJob[]>
+  /** Records a new job; resolves once it is written and fsync'd. */
+  add(job: JournalJob): Promise<void>
   /** Records that a job ended (done, failed or cancelled). */
   end(id: string): void
-  close(): void
+  /** Waits for what is being written, fsyncs and closes. */
+  close(): Promise<void>
 }
 
 /** Rewrite the file once this many ended jobs have accumulated in it. */
@@ -46,16 +49,31 @@ const COMPACT_AFTER = 1_000
 export function createJobJournal(dataDir: string, deps: { log: Logger }): JobJournal {
   const path = join(dataDir, 'jobs.journal')
   const open = new Map<string, JournalJob>()
-  let fd: number | null = null
+  let file: FileHandle | null = null
   let ended = 0
+  /** The chain of writes: each waits for the one before, so lines land in the order they were made. */
+  let tail: Promise<void> = Promise.resolve()
 
-  function append(line: Line, durable: boolean): void {
-    if (fd === null) throw new Error('the job journal is not open')
-    writeSync(fd, `${JSON.stringify(line)}\n`)
-    if (durable) fsyncSync(fd)
+  function enqueue(work: (handle: FileHandle) => Promise<void>): Promise<void> {
+    const next = tail.then(() => {
+      if (file === null) throw new Error('the job journal is not open')
+      return work(file)
+    })
+    // A failed write must not stop the ones after it; the caller of that write sees the error.
+    tail = next.catch((err: unknown) => deps.log.error({ err, file: path }, 'job journal write failed'))
+    return next
   }
 
-  function rewrite(): void {
+  function append(line: Line, durable: boolean): Promise<void> {
+    const text = `${JSON.stringify(line)}\n`
+    return enqueue(async (handle) => {
+      await handle.appendFile(text)
+      if (durable) await handle.datasync()
+    })
+  }
+
+  /** Writes the open jobs to a new file and swaps it in (synchronous: at start, and rarely after). */
+  function rewriteSync(): void {
     const tmp = `${path}.tmp`
     const body = [...open.values()]
       .map((job) => `${JSON.stringify({ op: 'add', job } satisfies Line)}\n`)
@@ -67,9 +85,7 @@ export function createJobJournal(dataDir: string, deps: { log: Logger }): JobJou
     } finally {
       closeSync(tmpFd)
     }
-    if (fd !== null) closeSync(fd)
     renameSync(tmp, path)
-    fd = openSync(path, 'a')
     ended = 0
   }
 
@@ -100,27 +116,36 @@ export function createJobJournal(dataDir: string, deps: { log: Logger }): JobJou
   }
 
   return {
-    open() {
+    async open() {
       mkdirSync(dataDir, { recursive: true })
       if (existsSync(path)) replay(readFileSync(path, 'utf8'))
-      rewrite()
+      rewriteSync()
+      file = await openFile(path, 'a')
       return [...open.values()]
     },
     add(job) {
       open.set(job.id, job)
-      append({ op: 'add', job }, true)
+      return append({ op: 'add', job }, true)
     },
     end(id) {
       if (!open.delete(id)) return
       // Not fsync'd: if this line is lost in a crash the job runs once more, which is harmless.
-      append({ op: 'end', id }, false)
-      if (++ended >= COMPACT_AFTER) rewrite()
+      append({ op: 'end', id }, false).catch(() => {})
+      if (++ended >= COMPACT_AFTER) {
+        void enqueue(async (handle) => {
+          await handle.close()
+          rewriteSync()
+          file = await openFile(path, 'a')
+        }).catch(() => {})
+      }
     },
-    close() {
-      if (fd !== null) {
-        fsyncSync(fd)
-        closeSync(fd)
-        fd = null
+    async close() {
+      await tail
+      const handle = file
+      file = null
+      if (handle) {
+        await handle.datasync()
+        await handle.close()
       }
     },
   }

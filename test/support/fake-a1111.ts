@@ -33,6 +33,8 @@ export interface FakeA1111Options {
    * that takes the same time per picture, for benchmarks. An interrupt or close() ends the wait early.
    */
   latencyMs?: number
+  /** The port on 127.0.0.1; 0 (default) picks a free one. */
+  port?: number
   /** 512x512 pictures of about 500 KB, like real output, for benchmarks. */
   noise?: boolean
   /** `--api-auth username:password`. */
@@ -243,7 +245,7 @@ export async function startFakeA1111(options: FakeA1111Options = {}): Promise<Fa
         sendJson(res, 500, JSON.stringify({ error: name, detail: '', body: '', errors: String(err) }))
     })
   })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve))
   const port = (server.address() as AddressInfo).port
 
   let closed: Promise<void> | undefined

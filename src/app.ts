@@ -1,3 +1,4 @@
+import { mkdir } from 'node:fs/promises'
 import type { Client } from 'aedes'
 import type { Logger } from 'pino'
 import { createEmbeddedBroker } from './broker/broker.ts'
@@ -17,6 +18,7 @@ import { createMetrics } from './metrics.ts'
 import { encodeFrame, FORMAT_RGB565_BE, FORMAT_RGB565_LE } from './protocol/frame.ts'
 import { statusMessage } from './protocol/status.ts'
 import { createTopics } from './protocol/topics.ts'
+import { type DataLock, lockDataDir } from './store/data-lock.ts'
 import { createFrameStore, type StoredFrame } from './store/frame-store.ts'
 import { createJobJournal, type JobJournal } from './store/job-journal.ts'
 
@@ -223,9 +225,13 @@ export function createApp(config: Config, deps: AppDeps): App {
 
   let started = false
   let stopping: Promise<void> | null = null
+  let lock: DataLock | null = null
 
   return {
     async start() {
+      // Before anything in DATA_DIR is read or rewritten: a second daemon on it would corrupt the journal.
+      await mkdir(config.DATA_DIR, { recursive: true })
+      lock = lockDataDir(config.DATA_DIR)
       await store.load()
       // Open the journal before the broker listens: a prompt acknowledged from then on must be recorded.
       const pending = await journal.open()
@@ -269,6 +275,7 @@ export function createApp(config: Config, deps: AppDeps): App {
         }
         await broker.stop()
         await journal.close().catch((err: unknown) => log.error({ err }, 'closing the job journal failed'))
+        lock?.release()
         await Promise.allSettled(generators.map((g) => g.close()))
         lifecycle.info('stopped')
       })()

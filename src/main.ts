@@ -3,6 +3,7 @@ import { pino } from 'pino'
 import { createApp } from './app.ts'
 import { ConfigError, describeConfig, loadConfig } from './config/load.ts'
 import type { Config } from './config/schema.ts'
+import { DataDirInUse } from './store/data-lock.ts'
 
 /*
  * The command line and the process: arguments, settings, the root logger, signals and exit codes. The only
@@ -153,6 +154,7 @@ function describeStartFailure(err: unknown, config: Config): string {
       return `cannot listen: port ${e.port ?? '?'} needs privileges (use a port above 1023)`
     return `cannot listen (${e.code ?? 'error'}): check MQTT_HOST and HTTP_HOST`
   }
+  if (err instanceof DataDirInUse) return err.message
   if (e.path !== undefined)
     return `cannot use DATA_DIR ${config.DATA_DIR} (${e.code ?? 'error'} on ${e.path})`
   return 'start failed'

@@ -1,4 +1,4 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
@@ -87,6 +87,33 @@ describe('the daemon as a user runs it', () => {
     expect(daemon.lines.some((l) => l.level === 30 && l.msg !== 'listening' && l.msg !== 'stopping')).toBe(
       false,
     )
+    daemon.child.kill('SIGTERM')
+    expect((await daemon.exit).code).toBe(0)
+  })
+
+  it('refuses a second daemon on the same DATA_DIR without touching its journal', async () => {
+    const first = spawnDaemon(env(), [], dir)
+    await first.listening
+    const journal = await readFile(join(dir, 'data', 'jobs.journal'))
+    const second = spawnDaemon(env(), [], dir)
+    expect((await second.exit).code).toBe(1)
+    const fatal = second.lines.find((l) => l.level === 60)
+    expect(fatal?.msg).toMatch(/DATA_DIR .* is in use by another pico-a1111-bridge \(pid \d+\)/)
+    expect((await readFile(join(dir, 'data', 'jobs.journal'))).equals(journal)).toBe(true)
+    first.child.kill('SIGTERM')
+    expect((await first.exit).code).toBe(0)
+    // The lock goes with the daemon: the next start takes the folder.
+    const third = spawnDaemon(env(), [], dir)
+    await third.listening
+    third.child.kill('SIGTERM')
+    expect((await third.exit).code).toBe(0)
+  })
+
+  it('takes over the lock of a daemon that died', async () => {
+    await mkdir(join(dir, 'data'), { recursive: true })
+    await writeFile(join(dir, 'data', 'daemon.pid'), '999999\n')
+    const daemon = spawnDaemon(env(), [], dir)
+    await daemon.listening
     daemon.child.kill('SIGTERM')
     expect((await daemon.exit).code).toBe(0)
   })

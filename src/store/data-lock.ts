@@ -1,4 +1,5 @@
-import { readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { uptime } from 'node:os'
 import { join } from 'node:path'
 
 /*
@@ -36,7 +37,9 @@ export function lockDataDir(dir: string, pid: number = process.pid): DataLock {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
       const holder = readPid(path)
-      if (holder !== undefined && holder !== pid && isBridge(holder)) throw new DataDirInUse(dir, holder)
+      if (holder !== undefined && holder !== pid && !fromBeforeBoot(path) && isBridge(holder)) {
+        throw new DataDirInUse(dir, holder)
+      }
       // Left by a daemon that is gone (a crash, a power cut): take it over.
       rmSync(path, { force: true })
     }
@@ -50,6 +53,15 @@ function readPid(path: string): number | undefined {
     return Number.isInteger(pid) && pid > 0 ? pid : undefined
   } catch {
     return undefined
+  }
+}
+
+/** A pid file written before the machine last booted belongs to no running process, whatever its number. */
+function fromBeforeBoot(path: string): boolean {
+  try {
+    return statSync(path).mtimeMs < Date.now() - uptime() * 1000
+  } catch {
+    return true
   }
 }
 

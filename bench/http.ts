@@ -1,5 +1,4 @@
 import { Pool } from 'undici'
-import { imageToRgb565 } from '../src/image/convert.ts'
 import { type FakeA1111, startFakeA1111 } from '../test/support/fake-a1111.ts'
 import { startHealthProbe } from './health-probe.ts'
 import {
@@ -26,6 +25,7 @@ import {
   waitGeneratorsUp,
   within,
 } from './lib.ts'
+import { type FloorSample, floorOnce } from './workloads.ts'
 
 /*
  * The HTTP passthrough (POST /sdapi/v1/txt2img answered as raw RGB565, the older Python proxy's route):
@@ -45,7 +45,6 @@ const OLD_PROXY_RPS = 11.6
 const TARGET_RPS = OLD_PROXY_RPS * 10
 const HEALTH_TARGET_MS = 10
 const IDLE_PROBE_MS = 2_000
-const CONVERT = { width: 240, height: 240, fit: 'cover', format: 'rgb565-be', invert: false } as const
 const BINARY = { 'content-type': 'application/json', accept: 'application/octet-stream' }
 
 /** Every request names its own seed (and prompt), so the fake encodes a new PNG each time, as in latency.ts. */
@@ -74,34 +73,6 @@ async function bridgeOnce(pool: Pool, payload: string): Promise<number> {
   }
   if (bytes.length !== FRAME_BYTES) throw new Error(`frame of ${bytes.length} bytes, not ${FRAME_BYTES}`)
   return took
-}
-
-interface FloorSample {
-  totalMs: number
-  upstreamMs: number
-  convertMs: number
-}
-
-/** The work no bridge can skip: fetch from A1111, JSON.parse, base64, imageToRgb565 (as in latency.ts). */
-async function floorOnce(pool: Pool, payload: string): Promise<FloorSample> {
-  const started = performance.now()
-  const res = await pool.request({
-    method: 'POST',
-    path: '/sdapi/v1/txt2img',
-    headers: { 'content-type': 'application/json', accept: 'application/json' },
-    body: payload,
-  })
-  const json = JSON.parse(await res.body.text()) as { images: string[] }
-  if (res.statusCode !== 200) throw new Error(`floor: fake A1111 answered ${res.statusCode}`)
-  const png = Buffer.from(json.images[0]!, 'base64')
-  const fetched = performance.now()
-  await imageToRgb565(png, CONVERT)
-  const finished = performance.now()
-  return {
-    totalMs: finished - started,
-    upstreamMs: Number(res.headers['x-process-time']) * 1000,
-    convertMs: finished - fetched,
-  }
 }
 
 /** The daemon's own time per passthrough request, from its `http request` log lines. */

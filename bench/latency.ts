@@ -1,5 +1,4 @@
 import { Pool } from 'undici'
-import { imageToRgb565 } from '../src/image/convert.ts'
 import { startFakeA1111 } from '../test/support/fake-a1111.ts'
 import {
   type Bench,
@@ -15,6 +14,7 @@ import {
   tally,
 } from './lib.ts'
 import { connectTimedDevice, type TimedDevice } from './timed-device.ts'
+import { type FloorSample, floorOnce } from './workloads.ts'
 
 /*
  * Prompt-to-frame latency of the daemon in its own process, against the floor: the work no bridge can skip
@@ -24,7 +24,6 @@ import { connectTimedDevice, type TimedDevice } from './timed-device.ts'
 
 const WARMUP = 10
 const FRAME_TIMEOUT_MS = 30_000
-const CONVERT = { width: 240, height: 240, fit: 'cover', format: 'rgb565-be', invert: false } as const
 
 /** What the bridge asks A1111 for a plain-text prompt: the generation defaults of CONTRACT section 3. */
 const FLOOR_PAYLOAD = {
@@ -37,34 +36,6 @@ const FLOOR_PAYLOAD = {
   height: 512,
   batch_size: 1,
   n_iter: 1,
-}
-
-interface FloorSample {
-  totalMs: number
-  /** A1111's own time (X-Process-Time): the fake making and encoding its noisy PNG. */
-  upstreamMs: number
-  convertMs: number
-}
-
-async function floorOnce(pool: Pool, body: string): Promise<FloorSample> {
-  const started = performance.now()
-  const res = await pool.request({
-    method: 'POST',
-    path: '/sdapi/v1/txt2img',
-    headers: { 'content-type': 'application/json', accept: 'application/json' },
-    body,
-  })
-  const json = JSON.parse(await res.body.text()) as { images: string[] }
-  if (res.statusCode !== 200) throw new Error(`floor: fake A1111 answered ${res.statusCode}`)
-  const png = Buffer.from(json.images[0]!, 'base64')
-  const fetched = performance.now()
-  await imageToRgb565(png, CONVERT)
-  const finished = performance.now()
-  return {
-    totalMs: finished - started,
-    upstreamMs: Number(res.headers['x-process-time']) * 1000,
-    convertMs: finished - fetched,
-  }
 }
 
 export const latency: Bench = async ({ quick }) => {

@@ -29,6 +29,7 @@ import {
   within,
 } from './lib.ts'
 import { connectTimedDevice, type TimedDevice } from './timed-device.ts'
+import { promptLoop } from './workloads.ts'
 
 /*
  * Several A1111 servers (A1111_BASE_URL as a comma list): (a) jobs per second with two servers against one,
@@ -40,8 +41,6 @@ import { connectTimedDevice, type TimedDevice } from './timed-device.ts'
 const JOB_LATENCY_MS = 200
 const DEVICES = 8
 const FRAME_TIMEOUT_MS = 30_000
-const MAX_ERRORS = 200
-const ERROR_PAUSE_MS = 100
 /** The same prompt and seed every time: the fake serves its cached ~500 KB PNG, so each job takes the fixed time. */
 const CACHED_PROMPT = JSON.stringify({ prompt: 'a lighthouse at dusk', seed: 42 })
 
@@ -70,25 +69,6 @@ interface RateRun {
   daemonCpuMs: number
   journal: JournalMetrics | undefined
   note: string
-}
-
-async function promptLoop(
-  device: TimedDevice,
-  deadline: number,
-  done: number[],
-  frameMs: number[],
-  errors: string[],
-) {
-  for (let n = 0; performance.now() < deadline && errors.length < MAX_ERRORS && n < 100_000; n++) {
-    try {
-      const t = await device.prompt(CACHED_PROMPT, FRAME_TIMEOUT_MS)
-      done.push(performance.now())
-      frameMs.push(t.frameMs)
-    } catch (err) {
-      errors.push((err as Error).message.replace(/^device \S+: /, ''))
-      await sleep(ERROR_PAUSE_MS)
-    }
-  }
 }
 
 async function rate(serverCount: number, durationMs: number): Promise<RateRun> {
@@ -133,7 +113,11 @@ async function rate(serverCount: number, durationMs: number): Promise<RateRun> {
     const startAt = performance.now()
     const loops = devices.map((d, i) => {
       doneAt[i] = []
-      return promptLoop(d, startAt + durationMs, doneAt[i]!, frameMs, errors)
+      return promptLoop(
+        d,
+        { deadline: startAt + durationMs, frameTimeoutMs: FRAME_TIMEOUT_MS, prompt: () => CACHED_PROMPT },
+        { done: doneAt[i]!, frameMs, errors },
+      )
     })
     await sleep(durationMs)
     const endAt = performance.now()

@@ -17,6 +17,7 @@ import {
   within,
 } from './lib.ts'
 import { connectTimedDevice, type TimedDevice } from './timed-device.ts'
+import { promptLoop } from './workloads.ts'
 
 /*
  * Frames per second with many devices, each sending its next prompt as soon as its last frame is complete,
@@ -35,31 +36,6 @@ interface Window {
   cpuMs: number
   benchCpuMs: number
   rssKb: number
-}
-
-/** Past this many prompts without a frame the bench gives up: the bridge is broken, not slow. */
-const MAX_ERRORS = 200
-/** A device whose prompt failed waits this long before the next, so a failing bridge is not flooded. */
-const ERROR_PAUSE_MS = 100
-
-/** Each device prompts again as soon as its frame is complete, until `deadline`. */
-async function promptLoop(
-  device: TimedDevice,
-  deadline: number,
-  done: number[],
-  frameMs: number[],
-  errors: string[],
-) {
-  for (let n = 0; performance.now() < deadline && errors.length < MAX_ERRORS && n < 100_000; n++) {
-    try {
-      const t = await device.prompt(`${device.id} picture ${n}`, FRAME_TIMEOUT_MS)
-      done.push(performance.now())
-      frameMs.push(t.frameMs)
-    } catch (err) {
-      errors.push((err as Error).message.replace(/^device \S+: /, ''))
-      await sleep(ERROR_PAUSE_MS)
-    }
-  }
 }
 
 export const throughput: Bench = async ({ quick }) => {
@@ -91,7 +67,17 @@ export const throughput: Bench = async ({ quick }) => {
     const cpuBefore = await cpuTimeMs(pid)
     const benchBefore = process.cpuUsage()
     const startAt = performance.now()
-    const loops = devices.map((d) => promptLoop(d, startAt + durationMs, completedAt, frameMs, errors))
+    const loops = devices.map((d) =>
+      promptLoop(
+        d,
+        {
+          deadline: startAt + durationMs,
+          frameTimeoutMs: FRAME_TIMEOUT_MS,
+          prompt: (n) => `${d.id} picture ${n}`,
+        },
+        { done: completedAt, frameMs, errors },
+      ),
+    )
     // Read the daemon at the end of the window, before the jobs still in line drain.
     await sleep(durationMs)
     const endAt = performance.now()

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import { AppError } from '../errors.ts'
 import { rgb565ToPng } from '../image/convert.ts'
+import type { DeviceInfo } from '../jobs/device-registry.ts'
 import type { Intake } from '../jobs/intake.ts'
 import type { JobQueue, JobView } from '../jobs/queue.ts'
 import { parsePromptJson } from '../protocol/prompt.ts'
@@ -13,14 +14,6 @@ import { sendError } from './errors.ts'
  * cron job, a dashboard): queue a prompt for a device, follow or cancel the job, list the devices and fetch
  * a device's last picture as PNG (Home Assistant's image entity can take it by URL).
  */
-
-export interface DeviceInfo {
-  id: string
-  connected: boolean
-  last_seen: string | null
-  last_frame_at: string | null
-  frame_id: number | null
-}
 
 export interface DevicesDeps {
   intake: Intake

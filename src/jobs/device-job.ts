@@ -23,7 +23,7 @@ export interface DeviceJobDeps {
   config: Config
   store: FrameStore
   /** Reports a status change to the device's status topic. */
-  publishStatus(deviceId: string, job: Job, event: StatusEvent): void
+  publishStatus(deviceId: string, job: Pick<Job, 'id' | 'requestId'>, event: StatusEvent): void
   /** Hands a frame's chunks to every subscriber of the device's frame topic. */
   sendFrame(deviceId: string, chunks: Buffer[], preview: boolean): void
   now(): Date

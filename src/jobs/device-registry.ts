@@ -1,4 +1,3 @@
-import type { DeviceInfo } from '../http/devices.ts'
 import type { FrameStore } from '../store/frame-store.ts'
 
 /*
@@ -6,6 +5,15 @@ import type { FrameStore } from '../store/frame-store.ts'
  * stored picture. Only the set of ids and when each was last heard from is kept; whether a device is online
  * is read from the broker's clients when asked.
  */
+
+/** A device as GET /api/v1/devices lists it. */
+export interface DeviceInfo {
+  id: string
+  connected: boolean
+  last_seen: string | null
+  last_frame_at: string | null
+  frame_id: number | null
+}
 
 export interface DeviceRegistry {
   seen(deviceId: string): void

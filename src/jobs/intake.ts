@@ -48,9 +48,8 @@ export function createIntake(deps: {
   const log = deps.log
 
   function reject(deviceId: string, err: AppError, requestId?: string | number): void {
-    const job: Pick<Job, 'id' | 'requestId'> = { id: newJobId(), requestId }
     const event: StatusEvent = { state: 'error', error: err.toJSON() }
-    deps.jobDeps.publishStatus(deviceId, job as Job, event)
+    deps.jobDeps.publishStatus(deviceId, { id: newJobId(), requestId }, event)
   }
 
   /** A rejected prompt is the sender's fault (warn), unless it is a bug in the bridge (error, with stack). */

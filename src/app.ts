@@ -116,6 +116,7 @@ export function createApp(config: Config, deps: AppDeps): App {
     waiting: () => queue.waiting(),
     running: () => queue.running(),
     mqttClients: () => broker.connectedClients(),
+    queuedChunks: () => broker.delivery.queuedChunks(),
   })
   const journal = timedJournal(
     createJobJournal(config.DATA_DIR, { log: log.child({ module: 'journal' }) }),
@@ -181,7 +182,7 @@ export function createApp(config: Config, deps: AppDeps): App {
             body: {
               status: health.anyUp() ? 'ok' : 'unavailable',
               uptime_s: Math.round((Date.now() - startedAt) / 1000),
-              broker: { clients: broker.connectedClients() },
+              broker: { clients: broker.connectedClients(), queued_chunks: broker.delivery.queuedChunks() },
               queue: { waiting: queue.waiting(), running: queue.running() },
               generators: health.statuses(),
             },

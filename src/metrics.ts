@@ -22,6 +22,7 @@ export function createMetrics(sources: {
   waiting(): number
   running(): number
   mqttClients(): number
+  queuedChunks(): number
 }): Metrics {
   const registry = new Registry()
   collectDefaultMetrics({ register: registry, prefix: 'pab_' })
@@ -47,6 +48,14 @@ export function createMetrics(sources: {
     registers: [registry],
     collect() {
       this.set(sources.mqttClients())
+    },
+  })
+  new Gauge({
+    name: 'pab_frame_chunks_queued',
+    help: 'Frame chunks waiting for, or being written to, slow MQTT clients',
+    registers: [registry],
+    collect() {
+      this.set(sources.queuedChunks())
     },
   })
   const jobs = new Counter({

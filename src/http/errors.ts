@@ -38,10 +38,6 @@ const RETRY_AFTER_S: Partial<Record<ErrorCode, number>> = {
   E_NO_GENERATOR: 30,
 }
 
-export function httpStatusOf(code: ErrorCode): number {
-  return STATUS[code]
-}
-
 export function sendError(reply: FastifyReply, err: unknown): FastifyReply {
   const appErr = toAppError(err)
   const retry = RETRY_AFTER_S[appErr.code]

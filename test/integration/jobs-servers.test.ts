@@ -202,6 +202,7 @@ describe('jobs users can watch and trust', () => {
     expect(text).toMatch(/pab_frames_sent_total\{kind="final"\} 1/)
     expect(text).toMatch(/pab_queue_waiting 0/)
     expect(text).toMatch(/pab_mqtt_clients 1/)
+    expect(text).toMatch(/pab_frame_chunks_queued 0/)
     expect(text).toMatch(/pab_generator_up\{generator="demo"\} 1/)
     expect(text).toMatch(/pab_frame_bytes_sent_total 115488/)
     expect(text).toMatch(/pab_generation_seconds_count\{generator="demo",result="ok"\} 1/)

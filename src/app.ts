@@ -76,7 +76,6 @@ export function createApp(config: Config, deps: AppDeps): App {
   const store = createFrameStore(config.DATA_DIR, { log: log.child({ module: 'store' }) })
   const generators = createGenerators(config, log)
   const health = createGeneratorHealth(generators, { log: log.child({ module: 'health' }), now })
-  const idOf = (g: Generator) => health.statuses()[generators.indexOf(g)]?.id ?? g.name
 
   const queue = createJobQueue({
     generators,
@@ -87,7 +86,7 @@ export function createApp(config: Config, deps: AppDeps): App {
     stateOf: (g) => health.stateOf(g),
     onGeneration(generator, ms, error) {
       health.recordGeneration(generator, ms, error)
-      metrics.generation(idOf(generator), ms / 1000, error === undefined)
+      metrics.generation(health.idOf(generator), ms / 1000, error === undefined)
     },
     onSettled(job, state) {
       metrics.jobFinished(state)
@@ -95,7 +94,7 @@ export function createApp(config: Config, deps: AppDeps): App {
     },
   })
   health.onChange((generator, state) => {
-    metrics.generatorUp(idOf(generator), state === 'up')
+    metrics.generatorUp(health.idOf(generator), state === 'up')
     // A server that is back can take the jobs that were waiting for one.
     if (state === 'up') queue.resume()
   })

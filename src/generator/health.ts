@@ -26,6 +26,8 @@ export interface GeneratorHealth {
   stop(): void
   statuses(): GeneratorStatus[]
   stateOf(generator: Generator): GeneratorState
+  /** The generator's public id (`a1111-1`, `demo`), for /health and metric labels. */
+  idOf(generator: Generator): string
   anyUp(): boolean
   /** Records a finished generation (or its failure) on `generator`. */
   recordGeneration(generator: Generator, ms: number, error: unknown): void
@@ -122,6 +124,7 @@ export function createGeneratorHealth(
     },
     statuses: () => entries.map((e) => ({ ...e.status })),
     stateOf: (generator) => entries.find((e) => e.generator === generator)?.status.state ?? 'unknown',
+    idOf: (generator) => entries.find((e) => e.generator === generator)?.status.id ?? generator.name,
     anyUp: () => entries.some((e) => e.status.state === 'up'),
     recordGeneration(generator, ms, error) {
       const entry = entries.find((e) => e.generator === generator)

@@ -81,10 +81,17 @@ export function registerPassthrough(app: FastifyInstance, deps: PassthroughDeps)
   // generated PNG in base64 under the key "image-base64".
   app.get('/text', async (request, reply) => {
     const input = (request.query as Record<string, unknown>).input
-    if (typeof input !== 'string' || input.trim() === '') {
+    // The older clients wrap the prompt in quotes, so `?input=""` is as empty as `?input=`.
+    const prompt =
+      typeof input === 'string'
+        ? input
+            .trim()
+            .replace(/^"(.*)"$/s, '$1')
+            .trim()
+        : ''
+    if (prompt === '') {
       return sendError(reply, badRequest('give the prompt as ?input=..., e.g. /text?input=a%20red%20fox'))
     }
-    const prompt = input.trim().replace(/^"(.*)"$/s, '$1')
     const payload: Txt2ImgPayload = { prompt, steps: 20, width: 512, height: 512, cfg_scale: 7, seed: -1 }
     const { job, result } = createAwaitedJob(deps.newJobId(), `http:${request.ip}`, payload, (generated) =>
       asPng(generated.image),

@@ -271,6 +271,8 @@ describe("the older proxy's clients against the bridge's HTTP listener", () => {
       const before = txt2imgRequests(fake).length
       expectError(await call('/text', { headers: withKey() }), 400, 'E_BAD_REQUEST')
       expectError(await call('/text?input=', { headers: withKey() }), 400, 'E_BAD_REQUEST')
+      expectError(await call('/text?input=%22%22', { headers: withKey() }), 400, 'E_BAD_REQUEST')
+      expectError(await call('/text?input=%22%20%22', { headers: withKey() }), 400, 'E_BAD_REQUEST')
       expect(txt2imgRequests(fake).length).toBe(before)
     })
   })

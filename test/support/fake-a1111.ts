@@ -25,6 +25,21 @@ export type Fault =
   | 'no-progress' // /sdapi/v1/progress is 404, as on stable-diffusion.cpp (research §7.4)
   | null
 
+/** Every fault by name, for the command line of `npm run fake-a1111`. */
+export const FAULTS = [
+  'no-api',
+  'hang',
+  'error500',
+  'reject422',
+  'not-json',
+  'no-images',
+  'bad-image',
+  'bad-base64',
+  'bad-gateway',
+  'drop',
+  'no-progress',
+] as const satisfies readonly Exclude<Fault, null>[]
+
 export interface FakeA1111Options {
   /** Time per sampling step; 0 (default) answers at once. */
   stepMs?: number

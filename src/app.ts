@@ -68,7 +68,7 @@ export function createGenerators(config: Config, log: Logger): Generator[] {
 export function createApp(config: Config, deps: AppDeps): App {
   const log = deps.log
   // Start and stop lines are logged at info even when LOG_LEVEL is warn or error: scripts and the tests read
-  // the real ports from the listening line (CONTRACT section 1). Only LOG_LEVEL=silent silences them.
+  // the real ports from the listening line (README, "Quick start"). Only LOG_LEVEL=silent silences them.
   const lifecycle = log.levelVal > 30 && log.level !== 'silent' ? log.child({}, { level: 'info' }) : log
   const now = deps.now ?? (() => new Date())
   const startedAt = Date.now()

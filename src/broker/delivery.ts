@@ -5,7 +5,7 @@ import { topicMatches } from '../protocol/topics.ts'
 /*
  * Frame delivery that no single device can stall. Aedes fans every broker.publish() out through one
  * broker-wide queue with a fixed number of slots, so one display that stops reading would hold up frames
- * for everyone (research/aedes-ha.md items 4-5). Frames therefore skip that queue: each subscribed client
+ * for everyone. Frames therefore skip that queue: each subscribed client
  * gets its own small outbox and is written to directly with client.publish(). Memory per client stays
  * bounded because a newer frame on a topic replaces whatever of the older one has not been written yet.
  */
@@ -72,7 +72,7 @@ export function createFrameDelivery(deps: {
     for (const [filter, sub] of Object.entries(subs)) {
       if (!sub || !topicMatches(filter, topic)) continue
       // Frames go at QoS 1 at most. A persistent (clean=false) session would make Aedes store every QoS 1
-      // frame for an offline client without bound (research/aedes-ha.md item 7), so those get QoS 0.
+      // frame for an offline client without bound, so those get QoS 0.
       const qos: 0 | 1 = sub.qos >= 1 && client.clean ? 1 : 0
       if (best === null || qos > best) best = qos
     }

@@ -2,7 +2,7 @@ import type { Socket } from 'node:net'
 
 /*
  * Aedes 1.x accepts any packet size MQTT allows (256 MiB) and buffers it whole before a hook sees it
- * (research/aedes-ha.md item 3). This guard reads the fixed header of each MQTT packet as the bytes arrive
+ * (`lib/client.js`, its parser). This guard reads the fixed header of each MQTT packet as the bytes arrive
  * (MQTT 3.1.1 section 2.2: one type byte, then the Remaining Length in 1-4 bytes of 7 bits each) and
  * destroys the connection as soon as a packet announces more than the limit.
  */

@@ -1,10 +1,10 @@
 /*
  * Which job A1111 is running. Its /sdapi/v1/progress describes the server's one current job, whoever sent it
- * (a person in the web UI, another program), and /sdapi/v1/interrupt stops that job (research/a1111-api.md
- * sections 2, 3 and 5.2). So before the bridge reports progress or interrupts, it must know that the job
+ * (a person in the web UI, another program), and /sdapi/v1/interrupt stops that job (A1111's
+ * `modules/api/api.py` and `modules/shared_state.py`). So before the bridge reports progress or interrupts, it must know that the job
  * running is the one it sent. A1111 runs requests one at a time in arrival order, so the bridge notes what
  * ran when it sent its request: if the server was idle, no other job is ahead of ours (an interrupt before
- * ours begins is simply lost, research section 3); if another job was running, ours is clear once that one is
+ * ours begins is simply lost); if another job was running, ours is clear once that one is
  * seen to end (idle, a new job timestamp, or progress starting over).
  */
 

@@ -10,7 +10,7 @@ import {
 import type { GenerateHooks, GenerateProgress, GenerateResult, Generator, Txt2ImgPayload } from './types.ts'
 
 /*
- * The A1111 client: the Generator port over A1111's HTTP API (`research/a1111-api.md`). One keep-alive pool
+ * The A1111 client: the Generator port over A1111's HTTP API. One keep-alive pool
  * per server; every failure becomes an AppError that says what the user should change.
  */
 
@@ -89,7 +89,7 @@ export function createA1111Generator(options: A1111GeneratorOptions, deps: { log
     } satisfies Answer
   }
 
-  /** Best effort: without it A1111 keeps generating after we give up (research §5.2). Never rejects. */
+  /** Best effort: without it A1111 keeps generating after we give up. Never rejects. */
   async function interruptUpstream(why: string): Promise<void> {
     try {
       const answer = await call('POST', INTERRUPT, undefined, AbortSignal.timeout(SIDE_TIMEOUT_MS))
@@ -101,7 +101,7 @@ export function createA1111Generator(options: A1111GeneratorOptions, deps: { log
 
   /**
    * What A1111 runs right now; undefined if it cannot say, null if it has no /progress at all (servers such as
-   * stable-diffusion.cpp, research section 7), which also means there is nothing to poll.
+   * stable-diffusion.cpp), which also means there is nothing to poll.
    */
   async function snapshot(): Promise<ProgressSnapshot | undefined | null> {
     try {
@@ -138,7 +138,7 @@ export function createA1111Generator(options: A1111GeneratorOptions, deps: { log
       interruptOurs('timeout')
       http.abort()
     }, options.timeoutMs)
-    // An interrupted A1111 still answers 200 with the partial picture (research §3): wait for that answer,
+    // An interrupted A1111 still answers 200 with the partial picture: wait for that answer,
     // so A1111 is free again when the next job starts, but not forever.
     const onCancel = () => {
       interruptOurs('cancelled')
@@ -183,7 +183,7 @@ export function createA1111Generator(options: A1111GeneratorOptions, deps: { log
   }
 
   /**
-   * Polls `/sdapi/v1/progress` while a job runs. It reports A1111's one global job (research §2), so idle
+   * Polls `/sdapi/v1/progress` while a job runs. It reports A1111's one global job, so idle
    * answers are skipped; failures only cost a debug line, and a 404 (servers without it, e.g. sd.cpp, §7)
    * ends the polling.
    */
@@ -303,7 +303,7 @@ export function createA1111Generator(options: A1111GeneratorOptions, deps: { log
   return { name, generate, check, close }
 }
 
-/** The error for a non-200 answer, by what A1111 means by each status (research §5.1). */
+/** The error for a non-200 answer, by what A1111 means by each status. */
 function statusError(answer: Answer, path: string, hasCredentials: boolean): AppError {
   const { status } = answer
   const detail = readableDetail(answer.text)
@@ -432,7 +432,7 @@ function readProgress(text: string): GenerateProgress | undefined {
   } catch {
     return undefined
   }
-  // Idle (job_count 0): our job has not started, or has just ended (research §2).
+  // Idle (job_count 0): our job has not started, or has just ended.
   if (typeof body !== 'object' || body === null || body.state?.job_count === 0) return undefined
   if (typeof body.progress !== 'number') return undefined
   const progress = Math.min(1, Math.max(0, body.progress))
@@ -443,7 +443,7 @@ function readProgress(text: string): GenerateProgress | undefined {
   return { progress, etaS, preview }
 }
 
-/** Bare base64 in A1111 (no `data:` prefix, research §1.2); a prefix from other servers is tolerated. */
+/** Bare base64 in A1111 (no `data:` prefix); a prefix from other servers is tolerated. */
 function tryDecode(text: string): Buffer | undefined {
   const b64 = text.replace(/^data:[^,]*;base64,/, '')
   const valid = /^[A-Za-z0-9+/]+={0,2}$/.test(b64) && b64.length % 4 !== 1
@@ -462,7 +462,7 @@ function decodeImage(text: string): Buffer {
   return bytes
 }
 
-/** `info` is a JSON string written by Python (research §1.2); read it tolerantly, -1 when it has no seed. */
+/** `info` is a JSON string written by Python; read it tolerantly, -1 when it has no seed. */
 export function seedFromInfo(info: unknown): number {
   let parsed: unknown = info
   if (typeof info === 'string') {

@@ -4,7 +4,7 @@
  */
 
 /**
- * An A1111 txt2img body (`research/a1111-api.md` section 1.1). Prompts from MQTT are mapped to it; the HTTP
+ * An A1111 txt2img body. Prompts from MQTT are mapped to it; the HTTP
  * passthrough forwards its clients' bodies as they are.
  */
 export type Txt2ImgPayload = Record<string, unknown> & { prompt?: unknown }

@@ -2,7 +2,7 @@ import type { FastifyReply } from 'fastify'
 import { AppError, type ErrorCode, toAppError } from '../errors.ts'
 
 /*
- * Error answers of the HTTP listener: JSON `{"error": {"code", "message"}}` (CONTRACT section 6), with a
+ * Error answers of the HTTP listener: JSON `{"error": {"code", "message"}}` (README, "HTTP"), with a
  * status that tells a client what kind of failure it was. Messages are the AppError's own, which never hold
  * the A1111 address or a stack trace.
  */

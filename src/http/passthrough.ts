@@ -9,7 +9,7 @@ import { badRequest, sendError } from './errors.ts'
 
 /*
  * The drop-in for the older Python proxy: Picos in the field POST an A1111 txt2img body and read the frame as
- * raw RGB565, so they keep working when only the server address changes (CONTRACT section 6). Requests go
+ * raw RGB565, so they keep working when only the server address changes (README, "HTTP"). Requests go
  * through the same queue and generators as MQTT prompts.
  */
 

@@ -17,7 +17,7 @@ import { type PassthroughDeps, registerPassthrough } from './passthrough.ts'
  * /health. Built by an app factory separate from listen(), so tests can inject requests without a socket.
  */
 
-/** The older proxy had no limit; A1111 txt2img bodies are a few KB (CONTRACT: 1 MB). */
+/** The older proxy had no limit; A1111 txt2img bodies are a few KB (1 MB, as the README says). */
 const BODY_LIMIT_BYTES = 1024 * 1024
 
 export interface HttpDeps extends PassthroughDeps, DevicesDeps {

@@ -1,5 +1,5 @@
 /*
- * RGB565 packing (CONTRACT section 4): one 16-bit word per pixel, bit layout RRRRRGGG GGGBBBBB. Big-endian (high
+ * RGB565 packing (docs/protocol.md, "Frames"): one 16-bit word per pixel, bit layout RRRRRGGG GGGBBBBB. Big-endian (high
  * byte first) is what ST7789/GC9A01 drivers push to the panel unchanged; little-endian suits drivers that hand
  * the framebuffer to the SPI peripheral as native uint16 words. Pure: no I/O, no sharp.
  */

@@ -1,7 +1,7 @@
 import { crc32, deflateSync, inflateSync } from 'node:zlib'
 
 /*
- * Frame chunks (CONTRACT section 4). A frame travels as row bands, one MQTT message each: a 24-byte big-endian
+ * Frame chunks (docs/protocol.md, "Frames"). A frame travels as row bands, one MQTT message each: a 24-byte big-endian
  * header (MicroPython struct format "!2sBB8HI") and the band's pixels. A device draws each band as it arrives
  * with blit_buffer and never holds a whole frame.
  */

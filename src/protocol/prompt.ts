@@ -5,7 +5,7 @@ import { AppError } from '../errors.ts'
 export const MAX_PROMPT_BYTES = 16 * 1024
 export const MAX_PROMPT_CHARS = 4000
 
-/** Generation defaults of CONTRACT section 3 (A1111's own API default of 50 steps is too slow for a panel). */
+/** Generation defaults of docs/protocol.md, "Prompts" (A1111's own API default of 50 steps is too slow for a panel). */
 export const GENERATION_DEFAULTS = { width: 512, height: 512, steps: 20, cfgScale: 7, seed: -1 } as const
 
 const text = (max: number) =>

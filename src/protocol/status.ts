@@ -1,7 +1,7 @@
 import type { ErrorCode } from '../errors.ts'
 
 /*
- * Status messages on `<base>/<id>/status` (CONTRACT section 5): retained JSON, so a display or a dashboard that
+ * Status messages on `<base>/<id>/status` (docs/protocol.md, "Status messages"): retained JSON, so a display or a dashboard that
  * connects later still sees where its last job stands.
  */
 

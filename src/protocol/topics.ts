@@ -1,4 +1,4 @@
-/** Device ids as CONTRACT section 3 fixes them; they become one topic level. */
+/** Device ids as docs/protocol.md, "Devices and topics" fixes them; they become one topic level. */
 export const DEVICE_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/
 
 /** `<base>/bridge/...` belongs to the bridge itself, so no device may take that name. */

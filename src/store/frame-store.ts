@@ -35,7 +35,7 @@ export interface FrameStore {
   /** Reads one device's frame from disk; undefined when there is none (or it became unreadable). */
   read(deviceId: string): Promise<StoredFrame | undefined>
   save(frame: StoredFrame): Promise<void>
-  /** The frame id the device's next frame gets: +1 per frame, wrapping at 65535 (CONTRACT section 4). */
+  /** The frame id the device's next frame gets: +1 per frame, wrapping at 65535 (docs/protocol.md, "Frames"). */
   nextFrameId(deviceId: string): number
 }
 

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino'
-import { toAppError } from '../errors.ts'
+import { toAppError, traitsOf } from '../errors.ts'
 import type { Generator } from './types.ts'
 
 /*
@@ -38,8 +38,6 @@ export interface GeneratorHealth {
 const UP_INTERVAL_MS = 10_000
 const DOWN_FIRST_MS = 1_000
 const DOWN_MAX_MS = 30_000
-/** Failures that say the server itself is gone, as opposed to a prompt it did not like. */
-const DOWN_CODES = new Set(['E_A1111_UNREACHABLE', 'E_A1111_NO_API', 'E_A1111_AUTH', 'E_GEN_TIMEOUT'])
 
 interface Entry {
   generator: Generator
@@ -132,7 +130,7 @@ export function createGeneratorHealth(
       if (error === undefined) {
         entry.status.lastGenerationMs = Math.round(ms)
         setState(entry, 'up')
-      } else if (DOWN_CODES.has(toAppError(error).code) && entry.status.state !== 'down') {
+      } else if (traitsOf(toAppError(error).code).marksDown && entry.status.state !== 'down') {
         setState(entry, 'down', error)
         entry.backoffMs = DOWN_FIRST_MS
         schedule(entry, DOWN_FIRST_MS)

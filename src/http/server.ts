@@ -78,13 +78,8 @@ export function buildHttpApp(deps: HttpDeps): FastifyInstance {
 
   app.setErrorHandler((err: FastifyError | AppError, request, reply) => {
     if (err instanceof AppError) return sendError(reply, err)
-    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
-      return reply
-        .code(413)
-        .send({ error: { code: 'E_BAD_REQUEST', message: 'the body is larger than 1 MB' } })
-    }
     if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
-      return reply.code(err.statusCode).send({ error: { code: 'E_BAD_REQUEST', message: err.message } })
+      return sendError(reply, fromFastify(err))
     }
     request.log.error({ err }, 'request failed')
     return sendError(reply, err)
@@ -123,5 +118,21 @@ export function createHttpServer(deps: HttpDeps): HttpServer {
       stopping ??= app.close()
       return stopping
     },
+  }
+}
+
+/** Fastify's own client errors, as catalogue codes with the status Fastify meant. */
+function fromFastify(err: FastifyError): AppError {
+  switch (err.statusCode) {
+    case 413:
+      return new AppError('E_TOO_LARGE', 'the body is larger than 1 MB')
+    case 415:
+      return new AppError('E_UNSUPPORTED_MEDIA', err.message)
+    case 404:
+      return new AppError('E_NOT_FOUND', err.message)
+    case 405:
+      return new AppError('E_METHOD_NOT_ALLOWED', err.message)
+    default:
+      return new AppError('E_BAD_REQUEST', err.message)
   }
 }

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino'
-import { AppError, toAppError } from '../errors.ts'
+import { AppError, toAppError, traitsOf } from '../errors.ts'
 import type { GenerateProgress, GenerateResult, Generator, Txt2ImgPayload } from '../generator/types.ts'
 import type { CancelReason, StatusEvent } from '../protocol/status.ts'
 import { createLanes } from './lanes.ts'
@@ -116,8 +116,6 @@ export interface JobQueueDeps {
 
 /** Finished jobs stay visible (for GET /api/v1/jobs/{id}) until this many newer ones have finished. */
 const FINISHED_KEPT = 500
-/** Failures that say the server is gone rather than that the prompt is wrong: worth another server. */
-const RETRY_CODES: ReadonlySet<string> = new Set(['E_A1111_UNREACHABLE', 'E_GEN_TIMEOUT'])
 
 export function createJobQueue(deps: JobQueueDeps): JobQueue {
   const log = deps.log
@@ -262,7 +260,7 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
 
   /** Another try, on a server that has not failed this job yet, if there is one and tries are left. */
   function shouldRetry(entry: Entry, failedOn: Generator, err: unknown): boolean {
-    if (!RETRY_CODES.has(toAppError(err).code) || entry.attempts > deps.retries || stopping) return false
+    if (!traitsOf(toAppError(err).code).movesJob || entry.attempts > deps.retries || stopping) return false
     return slots.some((s) => s.generator !== failedOn && !entry.failedOn.has(s.generator))
   }
 

@@ -248,7 +248,7 @@ describe("the older proxy's clients against the bridge's HTTP listener", () => {
         headers: withKey({ 'Content-Type': 'application/json' }),
         body: { prompt: 'x'.repeat(1024 * 1024), steps: 2 },
       })
-      expectError(res, 413, 'E_BAD_REQUEST')
+      expectError(res, 413, 'E_TOO_LARGE')
       expect(txt2imgRequests(fake).length).toBe(before)
     })
   })

@@ -1,6 +1,8 @@
 import { randomInt } from 'node:crypto'
-import sharp from 'sharp'
+import { createRequire } from 'node:module'
+import sharp, { type CreateText } from 'sharp'
 import { GENERATION_DEFAULTS } from '../protocol/prompt.ts'
+import { layoutLines } from './demo-layout.ts'
 import type { GenerateHooks, GenerateResult, Generator, Txt2ImgPayload } from './types.ts'
 
 /*
@@ -20,6 +22,17 @@ const MAX_STEPS = 150
 const MAX_SEED = 4294967295
 /** More than this is unreadable on a 240x240 panel anyway. */
 const MAX_DRAWN_CHARS = 160
+
+/**
+ * The font the demo draws with, shipped as a dependency (the dejavu-fonts-ttf package, DejaVu's own licence:
+ * free to use and redistribute) and handed to Pango as a file, so the picture is the same on every machine,
+ * also on one without any fonts installed, where Pango would draw a box for every character.
+ */
+export const DEMO_FONT_FILE = createRequire(import.meta.url).resolve(
+  'dejavu-fonts-ttf/ttf/DejaVuSans-Bold.ttf',
+)
+/** The family and style inside DEMO_FONT_FILE, as Pango names them. */
+const DEMO_FONT = 'DejaVu Sans Bold'
 
 interface DemoRequest {
   prompt: string
@@ -171,33 +184,40 @@ function escapeXml(text: string): string {
 }
 
 /**
- * The prompt as white bold text, wrapped and sized by Pango to fill most of the picture, so it stays
- * readable after downscaling to the panel. Undefined when there is nothing to draw or no font to draw it with.
+ * What the demo asks sharp's text renderer for: the prompt as white bold text in the shipped font, broken
+ * into lines by layoutLines (Pango wraps nothing itself) and sized by Pango to fill most of the picture, so
+ * it stays readable after downscaling to the panel. Undefined when there is nothing to draw.
  */
-async function renderText(prompt: string, width: number, height: number): Promise<Buffer | undefined> {
+export function demoTextOptions(prompt: string, width: number, height: number): CreateText | undefined {
   const chars = [...prompt]
   const shown = chars.length > MAX_DRAWN_CHARS ? `${chars.slice(0, MAX_DRAWN_CHARS - 1).join('')}…` : prompt
-  if (shown === '') return undefined
+  const boxWidth = Math.round(width * 0.84)
+  const boxHeight = Math.round(height * 0.7)
+  const lines = layoutLines(shown, boxWidth, boxHeight)
+  if (lines.length === 0) return undefined
+  return {
+    text: `<span foreground="white">${escapeXml(lines.join('\n'))}</span>`,
+    font: DEMO_FONT,
+    fontfile: DEMO_FONT_FILE,
+    width: boxWidth,
+    height: boxHeight,
+    align: 'centre',
+    wrap: 'none',
+    rgba: true,
+  }
+}
+
+async function renderText(prompt: string, width: number, height: number): Promise<Buffer | undefined> {
+  const options = demoTextOptions(prompt, width, height)
+  if (options === undefined) return undefined
   try {
-    const text = await sharp({
-      text: {
-        text: `<span foreground="white">${escapeXml(shown)}</span>`,
-        font: 'sans bold',
-        width: Math.round(width * 0.84),
-        height: Math.round(height * 0.7),
-        align: 'centre',
-        wrap: 'word-char',
-        rgba: true,
-      },
-    })
-      .png()
-      .toBuffer({ resolveWithObject: true })
-    // An empty render (no usable font) is 0 or 1 pixel; a text larger than the picture cannot be composited.
+    const text = await sharp({ text: options }).png().toBuffer({ resolveWithObject: true })
+    // A text larger than the picture cannot be composited.
     const { width: w, height: h } = text.info
     if (w < 2 || h < 2 || w > width || h > height) return undefined
     return text.data
   } catch {
-    // Fonts are missing on some machines; the gradient alone still shows that the pipeline works.
+    // The gradient alone still shows that the pipeline works; a demo never fails a job.
     return undefined
   }
 }

@@ -8,10 +8,12 @@ import { INDEXED_COLOURS, type IndexedFormat } from './pixel-format.ts'
  *   ink looks like sRGB 188, not 128. Dithering the sRGB numbers darkens every mid-tone.
  * - "Nearest ink" is decided in OKLab (Björn Ottosson, "A perceptual color space for image processing", 2020,
  *   https://bottosson.github.io/posts/oklab/), whose distances follow perceived difference far better than
- *   RGB distances do; so a dark blue goes to blue ink rather than to black.
- * - Values that error diffusion pushes outside [0, 1] are clamped. The measured inks do not reach pure black or
- *   a saturated green, and without the clamp the error of a region the panel cannot show piles up and smears
- *   into its neighbours.
+ *   RGB distances do; so a mid blue goes to the blue ink rather than to black.
+ * - Values that error diffusion pushes more than one whole step outside [0, 1] are clamped. The measured inks do
+ *   not reach pure black or a saturated green, and without a bound the error of a region the panel cannot show
+ *   piles up and smears into its neighbours. The bound must not be [0, 1] itself: with a perceptual choice of
+ *   ink a pixel just above 1/8 linear already takes white, and clamping the large negative error that follows
+ *   would lighten every dark grey (a flat sRGB 40 came out as 67 on mono).
  */
 
 export type DitherMethod = 'floyd-steinberg' | 'atkinson' | 'ordered' | 'none'
@@ -201,6 +203,10 @@ const KERNELS = {
   ],
 } as const
 
+/** Bounds of a pixel's value plus the error it received, in linear light (see the top of this file). */
+const LOW = -1
+const HIGH = 2
+
 /** Columns of padding either side of an error row: the widest reach of a kernel. Taps into it are dropped. */
 const PAD = 2
 
@@ -333,9 +339,9 @@ function diffuse(
       let r = px[0]! + cur[e]!
       let g = px[1]! + cur[e + 1]!
       let b = px[2]! + cur[e + 2]!
-      r = r < 0 ? 0 : r > 1 ? 1 : r
-      g = g < 0 ? 0 : g > 1 ? 1 : g
-      b = b < 0 ? 0 : b > 1 ? 1 : b
+      r = r < LOW ? LOW : r > HIGH ? HIGH : r
+      g = g < LOW ? LOW : g > HIGH ? HIGH : g
+      b = b < LOW ? LOW : b > HIGH ? HIGH : b
       const k = nearestOklab(r, g, b, p, scratch)
       out[i] = k
       const er = r - lin[k * 3]!
@@ -355,10 +361,11 @@ function diffuse(
 }
 
 /**
- * Ordered dithering that keeps the mean in linear light: each pixel takes the ink nearest to it (in linear RGB)
- * or the one ink that best completes it towards the pixel's colour, in the ratio that mixes to that colour; the
- * Bayer threshold of the position decides which. A flat area becomes a fixed, regular pattern, which e-paper
- * shows without the crawl of diffusion noise.
+ * Ordered dithering that keeps the mean in linear light: each pixel is drawn as a mix of two inks, the pair whose
+ * line (in linear RGB) passes closest to the pixel's colour, in the ratio that lands nearest to it; the Bayer
+ * threshold of the position decides which of the two this pixel takes. A flat area becomes a fixed, regular
+ * pattern, which e-paper shows without the crawl of diffusion noise. Greys on gray4 and mono are kept exactly;
+ * a colour that needs three inks comes out as the nearest two-ink mix.
  */
 function quantizeOrdered(
   src: Source,
@@ -367,8 +374,29 @@ function quantizeOrdered(
   out: Uint8Array,
   p: PreparedPalette,
 ): void {
-  const px = new Float64Array(3)
   const lin = p.linear
+  const pairs = (p.size * (p.size - 1)) / 2
+  const from = new Uint8Array(pairs)
+  const to = new Uint8Array(pairs)
+  // Per pair: the first ink and the vector to the second, over its squared length (so t is one dot product).
+  const base = new Float64Array(pairs * 3)
+  const dir = new Float64Array(pairs * 3)
+  const scaled = new Float64Array(pairs * 3)
+  let n = 0
+  for (let i = 0; i < p.size; i++) {
+    for (let j = i + 1; j < p.size; j++, n++) {
+      from[n] = i
+      to[n] = j
+      let len = 0
+      for (let c = 0; c < 3; c++) {
+        base[n * 3 + c] = lin[i * 3 + c]!
+        dir[n * 3 + c] = lin[j * 3 + c]! - lin[i * 3 + c]!
+        len += dir[n * 3 + c]! ** 2
+      }
+      for (let c = 0; c < 3; c++) scaled[n * 3 + c] = len === 0 ? 0 : dir[n * 3 + c]! / len
+    }
+  }
+  const px = new Float64Array(3)
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {
       const i = y * width + x
@@ -376,48 +404,27 @@ function quantizeOrdered(
       const r = px[0]!
       const g = px[1]!
       const b = px[2]!
-      let a = 0
-      let aD = Number.POSITIVE_INFINITY
-      for (let k = 0, o = 0; k < p.size; k++, o += 3) {
-        const dr = r - lin[o]!
-        const dg = g - lin[o + 1]!
-        const db = b - lin[o + 2]!
-        const d = dr * dr + dg * dg + db * db
-        if (d < aD) {
-          aD = d
-          a = k
-        }
-      }
-      // The partner: the ink whose segment from `a` passes closest to the pixel, and how far along it the
-      // pixel's projection lies (the share of the partner in the mix).
-      const ar = lin[a * 3]!
-      const ag = lin[a * 3 + 1]!
-      const ab = lin[a * 3 + 2]!
-      let partner = a
-      let share = 0
-      let bestD = aD
-      for (let k = 0, o = 0; k < p.size; k++, o += 3) {
-        if (k === a) continue
-        const sr = lin[o]! - ar
-        const sg = lin[o + 1]! - ag
-        const sb = lin[o + 2]! - ab
-        const len = sr * sr + sg * sg + sb * sb
-        if (len === 0) continue
-        let t = ((r - ar) * sr + (g - ag) * sg + (b - ab) * sb) / len
-        if (t <= 0) continue
-        if (t > 1) t = 1
-        const dr = r - ar - t * sr
-        const dg = g - ag - t * sg
-        const db = b - ab - t * sb
+      let best = 0
+      let bestShare = 0
+      let bestD = Number.POSITIVE_INFINITY
+      for (let k = 0, o = 0; k < pairs; k++, o += 3) {
+        const vr = r - base[o]!
+        const vg = g - base[o + 1]!
+        const vb = b - base[o + 2]!
+        let t = vr * scaled[o]! + vg * scaled[o + 1]! + vb * scaled[o + 2]!
+        t = t < 0 ? 0 : t > 1 ? 1 : t
+        const dr = vr - t * dir[o]!
+        const dg = vg - t * dir[o + 1]!
+        const db = vb - t * dir[o + 2]!
         const d = dr * dr + dg * dg + db * db
         if (d < bestD) {
           bestD = d
-          partner = k
-          share = t
+          best = k
+          bestShare = t
         }
       }
       const threshold = (BAYER8[(y & 7) * 8 + (x & 7)]! + 0.5) / 64
-      out[i] = threshold < share ? partner : a
+      out[i] = threshold < bestShare ? to[best]! : from[best]!
     }
   }
 }

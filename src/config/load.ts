@@ -1,10 +1,14 @@
 import { readFileSync } from 'node:fs'
 import { parseEnv } from 'node:util'
 import type { z } from 'zod'
-import { type Config, configSchema, SECRET_SETTINGS, SETTING_NAMES } from './schema.ts'
+import { type Config, configSchema, SETTING_NAMES } from './schema.ts'
+import { isSecretName, maskSecrets, maskUrlPasswords } from './secrets.ts'
 
-/** Where a setting's value came from, so an error can say which file or variable to fix. */
-type Source = 'default' | 'config file' | '.env' | 'environment'
+/**
+ * Where a setting's value came from, so an error can say which file or variable to fix: `default`,
+ * `environment`, `config file PATH` or the .env file.
+ */
+type Source = string
 
 export interface LoadOptions {
   /** Path of a JSON config file (`--config`), if any. */
@@ -13,6 +17,11 @@ export interface LoadOptions {
   env: Readonly<Record<string, string | undefined>>
   /** Path of a `.env` file; read only if it exists. */
   dotenvFile?: string | undefined
+  /**
+   * Told about what is read but not used, such as a `.env` line that is not `NAME=value`; the settings are
+   * still valid. main.ts prints these (or logs them once the logger exists).
+   */
+  onWarning?: ((message: string) => void) | undefined
 }
 
 /** A config that cannot be used; `problems` has one line per bad setting. */
@@ -42,18 +51,24 @@ export function loadConfig(options: LoadOptions): Config {
   }
 
   if (options.configFile !== undefined) {
+    const source = `config file ${options.configFile}`
     const file = readConfigFile(options.configFile, problems)
     for (const [name, value] of Object.entries(file)) {
       if (!SETTING_NAMES.includes(name)) {
-        problems.push(`${name} (config file ${options.configFile}): unknown setting${suggest(name)}`)
+        problems.push(`${name} (${source}): unknown setting${suggest(name)}`)
         continue
       }
-      put(name, value, 'config file')
+      put(name, value, source)
     }
   }
   if (options.dotenvFile !== undefined) {
-    const dotenv = readDotenv(options.dotenvFile, problems)
-    for (const name of SETTING_NAMES) put(name, dotenv[name], '.env')
+    const source = options.dotenvFile === '.env' ? '.env' : `.env file ${options.dotenvFile}`
+    const dotenv = readDotenv(options.dotenvFile, problems, (line, text) =>
+      options.onWarning?.(
+        `${source} line ${line}: ignored, not NAME=value${text.includes('=') ? '' : ' (no "=")'}`,
+      ),
+    )
+    for (const name of SETTING_NAMES) put(name, dotenv[name], source)
   }
   for (const name of SETTING_NAMES) put(name, options.env[name], 'environment')
 
@@ -88,7 +103,11 @@ function readConfigFile(path: string, problems: string[]): Record<string, unknow
   return value as Record<string, unknown>
 }
 
-function readDotenv(path: string, problems: string[]): Record<string, string | undefined> {
+function readDotenv(
+  path: string,
+  problems: string[],
+  onBadLine: (line: number, text: string) => void,
+): Record<string, string | undefined> {
   let text: string
   try {
     text = readFileSync(path, 'utf8')
@@ -97,7 +116,39 @@ function readDotenv(path: string, problems: string[]): Record<string, string | u
     problems.push(`${path}: cannot read the file (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
     return {}
   }
+  for (const line of badDotenvLines(text)) onBadLine(line.number, line.text)
   return parseEnv(text)
+}
+
+/** `NAME=value` or `export NAME=value`; the names parseEnv (node:util) reads. */
+const DOTENV_ASSIGNMENT = /^\s*(?:export\s+)?[A-Za-z_][A-Za-z0-9_.-]*\s*=(.*)$/
+
+/**
+ * The lines of a .env text that parseEnv skips without a word: neither blank, a `#` comment, an assignment,
+ * nor inside a quoted value that spans lines. The line's text is for the caller only: never print it, a
+ * mistyped line may hold a password.
+ */
+export function badDotenvLines(text: string): { number: number; text: string }[] {
+  const bad: { number: number; text: string }[] = []
+  let openQuote: string | undefined
+  text.split(/\r?\n/).forEach((line, i) => {
+    if (openQuote !== undefined) {
+      if (line.includes(openQuote)) openQuote = undefined
+      return
+    }
+    const trimmed = line.trim()
+    if (trimmed === '' || trimmed.startsWith('#')) return
+    const m = DOTENV_ASSIGNMENT.exec(line)
+    if (!m) {
+      bad.push({ number: i + 1, text: line })
+      return
+    }
+    const value = m[1]!.trim()
+    const quote = value[0]
+    if ((quote === '"' || quote === "'" || quote === '`') && !value.slice(1).includes(quote))
+      openQuote = quote
+  })
+  return bad
 }
 
 function describeIssues(
@@ -107,30 +158,57 @@ function describeIssues(
 ): string[] {
   return issues.map((issue) => {
     const top = String(issue.path[0] ?? '')
-    if (issue.code === 'unrecognized_keys') return `${issue.keys.join(', ')}: unknown setting`
     // A pairing rule names the missing half; the value to fix came from where the other half was set.
     const source = sources.get(top) ?? sources.get(pairOf(top)) ?? 'default'
-    return `${settingLabel(issue.path, source)}: ${issue.message}${shownValue(issue, raw)}`
+    const label = settingLabel(issue.path, source, raw)
+    if (issue.code === 'unrecognized_keys') {
+      const keys = issue.keys.map((k) => JSON.stringify(k)).join(', ')
+      if (top === 'A1111_BASE_URL')
+        return `${label}: unknown key ${keys}; a server takes url, username, password and timeout`
+      return `${label}: unknown key ${keys}`
+    }
+    return `${label}: ${issue.message}${shownValue(issue, raw)}`
   })
 }
 
-/** `MQTT_PORT (environment)`, or for one server of a list `A1111_BASE_URL (server 2, url; config file)`. */
-function settingLabel(path: readonly PropertyKey[], source: Source): string {
+/**
+ * `MQTT_PORT (environment)`, or for one server of a list
+ * `A1111_BASE_URL (server 2 http://gpu2:7860, timeout; config file /etc/x.json)`.
+ */
+function settingLabel(path: readonly PropertyKey[], source: Source, raw: Record<string, unknown>): string {
   const [first, index, ...rest] = path.map(String)
   if (first === undefined) return `(settings) (${source})`
   if (first === 'A1111_BASE_URL' && index !== undefined) {
-    const field = rest.length > 0 && rest.join('.') !== 'url' ? `, ${rest.join('.')}` : ''
-    return `A1111_BASE_URL (server ${Number(index) + 1}${field}; ${source})`
+    const aboutUrl = rest.join('.') === 'url'
+    const field = rest.length > 0 && !aboutUrl ? `, ${rest.join('.')}` : ''
+    // A problem with the URL itself shows it as the value; any other names the server by its URL.
+    const url = aboutUrl ? undefined : serverUrl(raw.A1111_BASE_URL, Number(index))
+    return `A1111_BASE_URL (server ${Number(index) + 1}${url ? ` ${url}` : ''}${field}; ${source})`
   }
   return `${[first, index, ...rest].filter((p) => p !== undefined).join('.')} (${source})`
 }
 
-/** The offending value, so the user sees what was read; never for secrets. */
+/** The URL of server `index` as it was written, its password masked, to tell the servers apart. */
+function serverUrl(list: unknown, index: number): string | undefined {
+  const items = typeof list === 'string' ? list.split(',').map((u) => u.trim()) : list
+  if (!Array.isArray(items)) return undefined
+  const item: unknown = items[index]
+  const url = typeof item === 'string' ? item : (item as { url?: unknown } | undefined)?.url
+  return typeof url === 'string' && url !== '' ? JSON.stringify(maskUrlPasswords(url)) : undefined
+}
+
+/**
+ * The offending value, so the user sees what was read. Never a secret setting or field, never a password
+ * inside a URL, and never an object or a list: a rule over several settings gets the whole config as its
+ * input, keys and passwords included.
+ */
 function shownValue(issue: z.core.$ZodIssue, raw: Record<string, unknown>): string {
+  if (issue.path.some((p) => typeof p === 'string' && isSecretName(p))) return ''
   const top = String(issue.path[0] ?? '')
-  if (SECRET_SETTINGS.has(top) || issue.path.includes('password')) return ''
-  const value = top === 'A1111_BASE_URL' && issue.path.length > 1 ? issue.input : raw[top]
-  return value === undefined ? '' : `, got ${JSON.stringify(value)}`
+  const value = issue.path.length > 1 ? issue.input : raw[top]
+  if (typeof value === 'string') return `, got ${JSON.stringify(maskUrlPasswords(value))}`
+  if (typeof value === 'number' || typeof value === 'boolean') return `, got ${JSON.stringify(value)}`
+  return ''
 }
 
 function pairOf(name: string): string {
@@ -155,18 +233,14 @@ function deepFreeze<T>(value: T): T {
   return value
 }
 
-/** The settings as --check-config prints them: every value, secrets masked. */
+/**
+ * The settings as --check-config prints them: every value, with secret settings and fields, and the
+ * passwords inside URLs, shown as "(set)".
+ */
 export function describeConfig(config: Config): Record<string, unknown> {
   const out: Record<string, unknown> = {}
   for (const name of SETTING_NAMES) {
-    const value = (config as Record<string, unknown>)[name]
-    if (name === 'A1111_BASE_URL' && Array.isArray(value)) {
-      out[name] = value.map((s: { password?: string }) =>
-        s.password === undefined ? s : { ...s, password: '(set)' },
-      )
-      continue
-    }
-    out[name] = SECRET_SETTINGS.has(name) && value !== undefined ? '(set)' : (value ?? null)
+    out[name] = maskSecrets((config as Record<string, unknown>)[name], name) ?? null
   }
   return out
 }

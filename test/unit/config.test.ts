@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { ConfigError, describeConfig, type LoadOptions, loadConfig } from '../../src/config/load.ts'
 import { a1111Servers } from '../../src/config/schema.ts'
+import { maskSecrets, maskUrlPasswords } from '../../src/config/secrets.ts'
 
 const dir = mkdtempSync(join(tmpdir(), 'pico-bridge-config-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
@@ -157,11 +158,13 @@ describe('loadConfig', () => {
     expect(problemsOf({ env: { LUMINANCE_INVERT: 'maybe' } })).toEqual([
       'LUMINANCE_INVERT (environment): must be true or false, got "maybe"',
     ])
-    expect(problemsOf({ configFile: configFile({ TARGET_WIDTH: 0 }), env: {} })).toEqual([
-      'TARGET_WIDTH (config file): must be at least 1, got 0',
+    const file = configFile({ TARGET_WIDTH: 0 })
+    expect(problemsOf({ configFile: file, env: {} })).toEqual([
+      `TARGET_WIDTH (config file ${file}): must be at least 1, got 0`,
     ])
-    expect(problemsOf({ env: {}, dotenvFile: tempFile('.env', 'LOG_LEVEL=loud\n') })).toEqual([
-      'LOG_LEVEL (.env): must be one of fatal, error, warn, info, debug, trace, silent, got "loud"',
+    const dotenvFile = tempFile('.env', 'LOG_LEVEL=loud\n')
+    expect(problemsOf({ env: {}, dotenvFile })).toEqual([
+      `LOG_LEVEL (.env file ${dotenvFile}): must be one of fatal, error, warn, info, debug, trace, silent, got "loud"`,
     ])
   })
 
@@ -200,8 +203,8 @@ describe('loadConfig', () => {
   // z.preprocess((v) => (typeof v === 'string' && v.trim() !== '' ? Number(v) : v), z.number(...)).
   it('refuses a JSON boolean or array where a number belongs', () => {
     expect(problemsOf({ configFile: configFile({ MQTT_PORT: true, TARGET_WIDTH: [] }), env: {} })).toEqual([
-      expect.stringMatching(/^TARGET_WIDTH \(config file\): /),
-      expect.stringMatching(/^MQTT_PORT \(config file\): /),
+      expect.stringMatching(/^TARGET_WIDTH \(config file \S+\): /),
+      expect.stringMatching(/^MQTT_PORT \(config file \S+\): /),
     ])
   })
 
@@ -221,7 +224,7 @@ describe('loadConfig', () => {
     const file = configFile({ MQTT_PROT: 1884, HTTP_PORT: 'none' })
     const problems = problemsOf({ configFile: file, env: {} })
     expect(problems).toHaveLength(2)
-    expect(problems.some((p) => p.startsWith('HTTP_PORT (config file)'))).toBe(true)
+    expect(problems.some((p) => p.startsWith(`HTTP_PORT (config file ${file})`))).toBe(true)
   })
 
   it('says when the config file cannot be read or is not a JSON object', () => {
@@ -273,7 +276,7 @@ describe('loadConfig', () => {
     }
     // The same problems do show a value that is not secret.
     expect(problemsOf({ configFile: configFile({ A1111_USERNAME: 13579 }), env: {} })[0]).toMatch(
-      /^A1111_USERNAME \(config file\): /,
+      /^A1111_USERNAME \(config file \S+\): /,
     )
   })
 
@@ -295,6 +298,86 @@ describe('loadConfig', () => {
     expect(JSON.stringify(described)).not.toMatch(/hunter2|k3y-s3cret/)
     const unset = describeConfig(loadConfig({ env: {} }))
     expect([unset.A1111_PASSWORD, unset.SERVICE_API_KEY]).toEqual([null, null])
+  })
+
+  it('names the server and the file of an unknown key in a server entry', () => {
+    const file = configFile({ A1111_BASE_URL: ['http://a:7860', { url: 'http://b:7860', extra: 1 }] })
+    expect(problemsOf({ configFile: file, env: {} })).toEqual([
+      `A1111_BASE_URL (server 2 "http://b:7860"; config file ${file}): unknown key "extra"; a server takes url, username, password and timeout`,
+    ])
+  })
+
+  it('never shows a secret when a server entry has a username and no password', () => {
+    // Before: the rule over several settings got the whole config as its input, and the message printed it,
+    // SERVICE_API_KEY and A1111_PASSWORD included.
+    const file = configFile({
+      A1111_BASE_URL: [{ url: 'http://gpu1:7860', username: 'u' }],
+      A1111_USERNAME: 'sd',
+      A1111_PASSWORD: 'hunter2',
+      SERVICE_API_KEY: 'k3y-s3cret',
+    })
+    const problems = problemsOf({ configFile: file, env: {} })
+    expect(problems).toEqual([
+      `A1111_BASE_URL (server 1 "http://gpu1:7860"; config file ${file}): username and password go together`,
+    ])
+    const withEnv = problemsOf({
+      configFile: configFile({ A1111_BASE_URL: [{ url: 'http://gpu1:7860', password: 'p4ss' }] }),
+      env: { SERVICE_API_KEY: 'k3y-s3cret', A1111_USERNAME: 'sd', A1111_PASSWORD: 'hunter2' },
+    })
+    expect(withEnv).toHaveLength(1)
+    expect(withEnv.join('\n')).not.toMatch(/hunter2|k3y-s3cret|p4ss/)
+  })
+
+  it('masks the password of a URL it shows in a problem', () => {
+    const problems = problemsOf({ env: { A1111_BASE_URL: 'http://a:7860,http://me:pa55@gpu2:7860' } })
+    expect(problems).toHaveLength(1)
+    expect(problems[0]).toMatch(/^A1111_BASE_URL \(server 2; environment\): /)
+    expect(problems[0]).toContain('got "http://me:(set)@gpu2:7860"')
+    expect(problems[0]).not.toContain('pa55')
+  })
+
+  it('warns about a .env line it cannot read, with its line number and without its text', () => {
+    const dotenvFile = tempFile(
+      '.env',
+      [
+        '# settings',
+        'MQTT_PORT=1884',
+        'A1111_PASSWORD hunter2',
+        '',
+        'export LOG_LEVEL=debug',
+        'A1111_BASE_URL="http://a:7860,',
+        'http://b:7860"',
+        '=nothing',
+        'HTTP_PORT = 8081',
+      ].join('\n'),
+    )
+    const warnings: string[] = []
+    const config = loadConfig({ env: {}, dotenvFile, onWarning: (w) => warnings.push(w) })
+    expect(warnings).toEqual([
+      `.env file ${dotenvFile} line 3: ignored, not NAME=value (no "=")`,
+      `.env file ${dotenvFile} line 8: ignored, not NAME=value`,
+    ])
+    expect(config).toMatchObject({ MQTT_PORT: 1884, LOG_LEVEL: 'debug', HTTP_PORT: 8081 })
+    expect(config.A1111_BASE_URL).toHaveLength(2)
+    expect(config.A1111_PASSWORD).toBeUndefined()
+  })
+
+  it('masks passwords inside URLs in describeConfig, whichever setting holds the URL', () => {
+    expect(maskUrlPasswords('mqtts://ha:s3cr3t@broker.lan:8883')).toBe('mqtts://ha:(set)@broker.lan:8883')
+    expect(maskUrlPasswords('http://a:7860,http://u:p@ss@b:7860')).toBe('http://a:7860,http://u:(set)@b:7860')
+    expect(maskUrlPasswords('mqtt://user-only@broker:1883')).toBe('mqtt://user-only@broker:1883')
+    // The coming MQTT_URL and HA_MQTT_URL settings, and any secret by name, whatever it is nested in.
+    expect(
+      maskSecrets({ MQTT_URL: 'mqtt://u:pw@h', HA_MQTT_URL: 'mqtts://ha:pw2@h', MQTT_PASSWORD: 'x' }),
+    ).toEqual({ MQTT_URL: 'mqtt://u:(set)@h', HA_MQTT_URL: 'mqtts://ha:(set)@h', MQTT_PASSWORD: '(set)' })
+    const config = loadConfig({
+      configFile: configFile({ A1111_BASE_URL: [{ url: 'http://b:7860', username: 'x', password: 'y' }] }),
+      env: { SERVICE_API_KEY: 'k3y-s3cret' },
+    })
+    expect(describeConfig(config)).toMatchObject({
+      A1111_BASE_URL: [{ url: 'http://b:7860', username: 'x', password: '(set)' }],
+      SERVICE_API_KEY: '(set)',
+    })
   })
 
   it('returns a frozen config', () => {

@@ -3,7 +3,7 @@ import { pino } from 'pino'
 import { createApp } from './app.ts'
 import { ConfigError, describeConfig, loadConfig } from './config/load.ts'
 import type { Config } from './config/schema.ts'
-import { DataDirInUse } from './store/data-lock.ts'
+import { describeStartFailure } from './start-failure.ts'
 
 /*
  * The command line and the process: arguments, settings, the root logger, signals and exit codes. The only
@@ -56,15 +56,25 @@ export async function main(argv: string[]): Promise<void> {
   }
 
   let config: Config
+  // Settings that were read but not used (a bad .env line): printed with --check-config and on a bad
+  // config, logged once the logger exists.
+  const warnings: string[] = []
   try {
-    config = loadConfig({ configFile: args.values.config, env: process.env, dotenvFile: '.env' })
+    config = loadConfig({
+      configFile: args.values.config,
+      env: process.env,
+      dotenvFile: '.env',
+      onWarning: (warning) => warnings.push(warning),
+    })
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err
+    for (const warning of warnings) process.stderr.write(`pico-a1111-bridge: warning: ${warning}\n`)
     process.stderr.write(`pico-a1111-bridge: ${err.message}\n`)
     process.exitCode = EXIT_CONFIG
     return
   }
   if (args.values['check-config']) {
+    for (const warning of warnings) process.stderr.write(`pico-a1111-bridge: warning: ${warning}\n`)
     process.stdout.write(`${JSON.stringify(describeConfig(config), null, 2)}\n`)
     process.stdout.write('settings are valid\n')
     return
@@ -84,6 +94,7 @@ export async function main(argv: string[]): Promise<void> {
       censor: '[redacted]',
     },
   })
+  for (const warning of warnings) log.warn({ warning }, 'setting ignored')
   const app = createApp(config, { log })
 
   let stopping = false
@@ -143,21 +154,6 @@ function parse(argv: string[]) {
     strict: true,
     allowPositionals: false,
   })
-}
-
-function describeStartFailure(err: unknown, config: Config): string {
-  const e = err as NodeJS.ErrnoException & { port?: number }
-  if (e.syscall === 'listen') {
-    if (e.code === 'EADDRINUSE')
-      return `cannot listen: port ${e.port ?? '?'} is in use (MQTT_PORT, HTTP_PORT)`
-    if (e.code === 'EACCES')
-      return `cannot listen: port ${e.port ?? '?'} needs privileges (use a port above 1023)`
-    return `cannot listen (${e.code ?? 'error'}): check MQTT_HOST and HTTP_HOST`
-  }
-  if (err instanceof DataDirInUse) return err.message
-  if (e.path !== undefined)
-    return `cannot use DATA_DIR ${config.DATA_DIR} (${e.code ?? 'error'} on ${e.path})`
-  return 'start failed'
 }
 
 async function readVersion(): Promise<string> {

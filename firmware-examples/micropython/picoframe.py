@@ -2,7 +2,8 @@
 #
 # Pure: no network, no display, no clock. Feed it each message from the frame topic; it checks the
 # 24-byte header, inflates zlib bands into one buffer allocated once, checks the CRC-32 and calls
-# on_band(x, y, w, h, pixels) so the caller can blit_buffer the band straight to the panel.
+# on_band(x, y, w, h, pixels) so the caller can blit_buffer the band straight to the panel (or, for e-paper,
+# copy it into the panel's framebuffer: see epaper_example.py).
 # Raw bands are handed over as a memoryview of the message umqtt already read: no copy at all.
 #
 # Header, big-endian, struct format "!2sBB8HI":
@@ -17,6 +18,11 @@ FLAG_ZLIB = 1
 FLAG_PREVIEW = 2
 FORMAT_BE = 0  # RGB565 high byte first: what st7789py and gc9a01py push to the panel unchanged
 FORMAT_LE = 1
+# Packed formats: leftmost pixel in the most significant bits, every row starting on a whole byte.
+FORMAT_GRAY4 = 2     # 2 bits a pixel, 0 black .. 3 white
+FORMAT_MONO = 3      # 1 bit a pixel, 1 white: the layout of framebuf.MONO_HLSB
+FORMAT_PALETTE7 = 4  # 4 bits a pixel: black, white, green, blue, red, yellow, orange
+_BITS = b"\x10\x10\x02\x01\x04"  # bits a pixel, by format code
 
 # What feed() returns. Strings are interned once, so returning them allocates nothing.
 OK = "ok"
@@ -26,7 +32,7 @@ VERSION = "version"    # a header version this decoder does not know
 INDEX = "index"        # chunk_index outside 0..chunk_count-1
 FORMAT = "format"      # byte order other than the one the panel wants (set PIXEL_FORMAT on the bridge)
 GEOMETRY = "geometry"  # band outside the panel
-SIZE = "size"          # pixel bytes do not match w*h*2, or the band is larger than the band buffer
+SIZE = "size"          # pixel bytes do not match the band's packed size, or it is larger than the band buffer
 ZLIB = "zlib"          # corrupt compressed data
 CRC = "crc"            # CRC-32 mismatch
 STALE = "stale"        # a band of a frame older than the one being drawn
@@ -35,6 +41,11 @@ PREVIEW = "preview"    # a preview band, skipped because previews are off
 
 def _u16(m, o):
     return (m[o] << 8) | m[o + 1]
+
+
+def row_bytes(pixel_format, w):
+    """Bytes of one row of w pixels: w * 2 for RGB565, rounded up to a whole byte for the packed formats."""
+    return (w * _BITS[pixel_format] + 7) >> 3
 
 
 def is_older(frame_id, current):
@@ -48,9 +59,10 @@ class Decoder:
     on_band(x, y, w, h, pixels)   called for every good band; pixels is valid only during the call
     on_start(frame_id, preview)   called when a frame starts (band 0, or a newer frame_id)
     on_done(frame_id, preview)    called once every band of the frame has been drawn, in order
-    max_band_bytes                the largest compressed band to expect: 240 * BAND_ROWS * 2
+    max_band_bytes                the largest compressed band to expect: row_bytes(format, width) * BAND_ROWS
     width, height                 the panel; bands outside it are refused
-    pixel_format                  FORMAT_BE for st7789py/gc9a01py
+    pixel_format                  FORMAT_BE for st7789py/gc9a01py; FORMAT_MONO, FORMAT_GRAY4 or FORMAT_PALETTE7
+                                  for e-paper (the bridge's PIXEL_FORMAT or the panel in the device's info)
     previews                      False to skip preview frames (flag bit 1)
     """
 
@@ -103,7 +115,7 @@ class Decoder:
         cur = self.frame_id
         if cur is not None and is_older(fid, cur):
             return STALE
-        size = w * h * 2
+        size = row_bytes(self.pixel_format, w) * h
         if flags & FLAG_ZLIB:
             if size > len(self.band):
                 return SIZE

@@ -9,6 +9,7 @@ describe('firmware-examples/micropython', () => {
     expect(firmwareFiles()).toEqual([
       'config.example.py',
       'display.py',
+      'epaper_example.py',
       'http_client.py',
       'main.py',
       'picoframe.py',
@@ -34,10 +35,10 @@ out(type(code).__name__)
     const board = await bootMicroPython()
     const [names] = board.values(`
 from fakes import out
-import picoframe, display, http_client, main
-out([m.__name__ for m in (picoframe, display, http_client, main)])
+import picoframe, display, http_client, main, epaper_example
+out([m.__name__ for m in (picoframe, display, http_client, main, epaper_example)])
 `)
-    expect(names).toEqual(['picoframe', 'display', 'http_client', 'main'])
+    expect(names).toEqual(['picoframe', 'display', 'http_client', 'main', 'epaper_example'])
   })
 
   it('config.example.py has every setting main.py and display.py read without a default', async () => {

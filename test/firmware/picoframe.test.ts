@@ -1,13 +1,8 @@
 import { crc32, deflateSync } from 'node:zlib'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import {
-  encodeFrame,
-  encodeHeader,
-  FLAG_ZLIB,
-  FORMAT_RGB565_BE,
-  FORMAT_RGB565_LE,
-  type FrameSpec,
-} from '../../src/protocol/frame.ts'
+import { packedRowBytes, packPixels } from '../../src/image/pack.ts'
+import { type IndexedFormat, PIXEL_FORMATS, type PixelFormat } from '../../src/image/pixel-format.ts'
+import { encodeFrame, encodeHeader, FLAG_ZLIB, type FrameSpec } from '../../src/protocol/frame.ts'
 import { startBridge, type TestBridge } from '../support/bridge.ts'
 import { connectDevice } from '../support/device.ts'
 import { gradientPixels, noisePixels } from '../support/pixels.ts'
@@ -24,7 +19,7 @@ function frame(overrides: Partial<FrameSpec> = {}): FrameSpec {
     width: 240,
     height: 240,
     pixels: noisePixels(240, 240, overrides.frameId ?? 7),
-    format: FORMAT_RGB565_BE,
+    format: 'rgb565-be',
     bandRows: 20,
     compress: false,
     preview: false,
@@ -113,7 +108,7 @@ describe('picoframe.py decodes what the daemon encodes', () => {
   })
 
   it('takes little-endian bands only when told the panel wants them', () => {
-    const spec = frame({ format: FORMAT_RGB565_LE })
+    const spec = frame({ format: 'rgb565-le' })
     expect(decode(encodeFrame(spec)).results).toEqual(Array.from({ length: 12 }, () => 'format'))
     const out = decode(encodeFrame(spec), 'pixel_format=picoframe.FORMAT_LE')
     expect(out.results).toEqual(ok(12))
@@ -183,7 +178,7 @@ describe('picoframe.py refuses broken bands and draws nothing of them', () => {
       y: 0,
       w: 240,
       h: 40,
-      format: FORMAT_RGB565_BE,
+      format: 0,
       crc32: crc32(Buffer.alloc(240 * 40 * 2)),
     })
     const tooBig = Buffer.concat([header, deflateSync(Buffer.alloc(240 * 40 * 2), { windowBits: 10 })])
@@ -310,5 +305,156 @@ describe('picoframe.py with raw bands captured from a running bridge', () => {
     expect(out.results).toEqual(ok(24))
     expect(out.frameId).toBe(second!.frameId)
     expect(out.pixels.equals(second!.pixels)).toBe(true)
+  })
+})
+
+/** Bands of a packed frame (format 2, 3 or 4), built like the bridge does: header, then the rows' bytes. */
+function packedChunks(
+  format: PixelFormat,
+  width: number,
+  height: number,
+  packed: Uint8Array,
+  options: { bandRows: number; compress?: boolean; frameId?: number; preview?: boolean },
+): Buffer[] {
+  const rowBytes = packedRowBytes(format, width)
+  expect(packed.length).toBe(rowBytes * height)
+  const count = Math.ceil(height / options.bandRows)
+  return Array.from({ length: count }, (_, i) => {
+    const y = i * options.bandRows
+    const h = Math.min(options.bandRows, height - y)
+    const band = Buffer.from(packed.subarray(y * rowBytes, (y + h) * rowBytes))
+    const header = encodeHeader({
+      version: 1,
+      flags: (options.compress ? FLAG_ZLIB : 0) | (options.preview ? 2 : 0),
+      frameId: options.frameId ?? 7,
+      chunkIndex: i,
+      chunkCount: count,
+      x: 0,
+      y,
+      w: width,
+      h,
+      format: PIXEL_FORMATS[format].code,
+      crc32: crc32(band),
+    })
+    return Buffer.concat([header, options.compress ? deflateSync(band, { windowBits: 10 }) : band])
+  })
+}
+
+/** A picture dithered and packed by the bridge's own code (src/image/pack.ts). */
+function packedPicture(format: IndexedFormat, width: number, height: number): Buffer {
+  const rgb = new Uint8Array(width * height * 3)
+  for (let i = 0; i < width * height; i++) {
+    rgb.set([(i * 7) & 0xff, (i * 3) & 0xff, ((i >> 2) * 5) & 0xff], i * 3)
+  }
+  return packPixels(rgb, width, height, 3, format, { dither: 'floyd-steinberg' })
+}
+
+describe('picoframe.py decodes the packed formats (gray4, mono, palette7)', () => {
+  /** Feeds messages to a decoder for `format` and returns the results and the bands' bytes, joined. */
+  function decodePacked(format: PixelFormat, messages: Uint8Array[], options: string) {
+    messages.forEach((m, i) => {
+      board.put(`/data/m${i}.bin`, m)
+    })
+    const [results, rows] = board.values(`
+from fakes import *
+import picoframe
+got = []
+rows = []
+def band(x, y, w, h, px):
+    got.append(bytes(px))
+    rows.append([y, h, len(px)])
+dec = picoframe.Decoder(band, pixel_format=${PIXEL_FORMATS[format].code}, ${options})
+out([dec.feed(read('/data/m%d.bin' % i)) for i in range(${messages.length})])
+out(rows)
+write('/data/out.bin', b"".join(got))
+`)
+    return { results: results as string[], rows: rows as number[][], bytes: board.get('/data/out.bin') }
+  }
+
+  for (const format of ['gray4', 'mono', 'palette7'] as const) {
+    for (const compress of [false, true]) {
+      it(`${format}${compress ? ', zlib' : ''}: a 37x23 picture in 5-row bands, rows padded to whole bytes`, () => {
+        const packed = packedPicture(format, 37, 23)
+        const rowBytes = packedRowBytes(format, 37)
+        const out = decodePacked(
+          format,
+          packedChunks(format, 37, 23, packed, { bandRows: 5, compress }),
+          `width=37, height=23, max_band_bytes=${rowBytes * 5}`,
+        )
+        expect(out.results).toEqual(ok(5))
+        expect(out.rows).toEqual(
+          [0, 5, 10, 15, 20].map((y) => [y, Math.min(5, 23 - y), rowBytes * Math.min(5, 23 - y)]),
+        )
+        expect(out.bytes.equals(packed)).toBe(true)
+      })
+    }
+  }
+
+  it('refuses a band in another format, and a band of RGB565 size', () => {
+    const packed = packedPicture('mono', 16, 4)
+    const mono = packedChunks('mono', 16, 4, packed, { bandRows: 4 })
+    const asRgb = Buffer.from(mono[0]!.subarray(0, 24))
+    const wrongSize = Buffer.concat([asRgb, Buffer.alloc(16 * 4 * 2)])
+    wrongSize.writeUInt32BE(crc32(Buffer.alloc(16 * 4 * 2)), 20)
+    expect(decodePacked('gray4', mono, 'width=16, height=4').results).toEqual(['format'])
+    expect(decodePacked('mono', [wrongSize, mono[0]!], 'width=16, height=4').results).toEqual(['size', 'ok'])
+    expect(
+      board.values(
+        'import picoframe\nfrom fakes import out\nout([picoframe.row_bytes(f, 37) for f in range(5)])',
+      ),
+    ).toEqual([[74, 74, 10, 5, 19]])
+  })
+})
+
+describe('epaper_example.py: one refresh per whole frame, and no sooner than the panel allows', () => {
+  it('buffers mono bands into the 128x296 framebuffer and refreshes after the last band only', () => {
+    const first = packedPicture('mono', 128, 296)
+    const second = Buffer.from(first.map((b) => b ^ 0xff))
+    const preview = packedChunks('mono', 128, 296, second, { bandRows: 20, frameId: 8, preview: true })
+    const messages = [
+      ...packedChunks('mono', 128, 296, first, { bandRows: 20, frameId: 7 }),
+      ...preview,
+      ...packedChunks('mono', 128, 296, second, { bandRows: 20, frameId: 9, compress: true }),
+    ]
+    messages.forEach((m, i) => {
+      board.put(`/data/m${i}.bin`, m)
+    })
+    const [beforeDone, results, refreshes] = board.values(`
+from fakes import *
+import epaper_example as ep
+clock = Clock(1000)
+class Panel:
+    def __init__(self):
+        self.shown = []
+    def show(self, buf):
+        self.shown.append(bytes(buf))
+panel = Panel()
+sink = ep.EPaperSink(panel, ticks_ms=clock.ticks_ms, ticks_diff=clock.ticks_diff)
+dec = ep.decoder(sink)
+res = []
+early = []
+for i in range(15):
+    res.append(dec.feed(read('/data/m%d.bin' % i)))
+    if i < 14:
+        early.append(sink.poll())
+out(early)
+first_refresh = sink.poll()
+for i in range(15, ${messages.length}):
+    res.append(dec.feed(read('/data/m%d.bin' % i)))
+clock.advance(10_000)
+too_soon = sink.poll()
+clock.advance(170_000)
+on_time = sink.poll()
+again = sink.poll()
+out(res)
+out([first_refresh, too_soon, on_time, again, sink.refreshes])
+write('/data/shown0.bin', panel.shown[0])
+write('/data/shown1.bin', panel.shown[1])
+`)
+    expect(beforeDone).toEqual(Array.from({ length: 14 }, () => false))
+    expect(results).toEqual([...ok(15), ...Array.from({ length: 15 }, () => 'preview'), ...ok(15)])
+    expect(refreshes).toEqual([true, false, true, false, 2])
+    expect(board.get('/data/shown0.bin').equals(first)).toBe(true)
+    expect(board.get('/data/shown1.bin').equals(second)).toBe(true)
   })
 })

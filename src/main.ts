@@ -16,10 +16,12 @@ const EXIT_USAGE = 64
 
 const HELP = `Usage: pico-a1111-bridge [--config FILE] [--check-config]
        pico-a1111-bridge device --id ID [--url URL] [--prompt TEXT] [--out FILE] [--watch]
+       pico-a1111-bridge passwd FILE USER [--stdin]
 
 Runs the bridge: an MQTT broker for Pico displays that turns prompts into pictures from AUTOMATIC1111.
 The device command acts as a simulated Pico display and writes the frames it gets as PNG
-(pico-a1111-bridge device --help).
+(pico-a1111-bridge device --help). The passwd command adds a user to a Mosquitto password file for
+MQTT_PASSWORD_FILE (pico-a1111-bridge passwd --help).
 
 Options:
   --config FILE    JSON file of settings (environment variables override it)
@@ -36,6 +38,11 @@ export async function main(argv: string[]): Promise<void> {
     // Loaded only for this command: the daemon itself has no use for the MQTT client library.
     const { runDevice } = await import('./cli/device.ts')
     process.exitCode = await runDevice(argv.slice(1))
+    return
+  }
+  if (argv[0] === 'passwd') {
+    const { runPasswd } = await import('./cli/passwd.ts')
+    process.exitCode = await runPasswd(argv.slice(1), process)
     return
   }
   let args: ReturnType<typeof parse>

@@ -1,35 +1,36 @@
-import { mkdir } from 'node:fs/promises'
-import type { Client } from 'aedes'
 import type { Logger } from 'pino'
-import { createEmbeddedBroker } from './broker/broker.ts'
-import { deviceOfFilter, subscribedDeviceIds } from './broker/presence.ts'
-import { a1111Servers, type Config } from './config/schema.ts'
-import { createA1111Generator } from './generator/a1111.ts'
-import { createDemoGenerator } from './generator/demo.ts'
+import { bridgeParts } from './bridge-parts.ts'
+import { createEmbeddedBroker } from './broker/embedded.ts'
+import { type Clock, systemClock } from './clock.ts'
+import type { Config } from './config/schema.ts'
+import { createEventBus } from './events.ts'
+import { createGenerators } from './generator/create.ts'
 import { createGeneratorHealth } from './generator/health.ts'
-import type { Generator } from './generator/types.ts'
-import { createHttpServer, type HttpServer } from './http/server.ts'
-import type { DeviceJobDeps } from './jobs/device-job.ts'
+import { createHealthReport } from './health-report.ts'
+import { createHttpServer } from './http/server.ts'
+import { panelFromConfig } from './image/panel.ts'
 import { createDeviceRegistry } from './jobs/device-registry.ts'
 import { createIntake, newJobId } from './jobs/intake.ts'
+import { createLastFrame } from './jobs/last-frame.ts'
+import { createDeviceOutput } from './jobs/output.ts'
 import { createJobQueue } from './jobs/queue.ts'
 import { createRateLimit } from './jobs/rate-limit.ts'
 import { createMetrics } from './metrics.ts'
-import { encodeFrame, FORMAT_RGB565_BE, FORMAT_RGB565_LE } from './protocol/frame.ts'
-import { statusMessage } from './protocol/status.ts'
+import { type RunningParts, startParts } from './parts.ts'
 import { createTopics } from './protocol/topics.ts'
-import { type DataLock, lockDataDir } from './store/data-lock.ts'
-import { createFrameStore, type StoredFrame } from './store/frame-store.ts'
+import { createFrameStore } from './store/frame-store.ts'
 import { createJobJournal, type JobJournal } from './store/job-journal.ts'
+import { tryItLine } from './try-it.ts'
 
 /*
- * The composition root below main.ts: builds every part from the frozen config, starts them in order and
- * stops them in reverse. Nothing here reads process.* so tests can run several apps in one process.
+ * The composition root below main.ts: builds every part from the frozen config, wires them through the event
+ * bus and the broker port, starts them in order and stops them in reverse. Nothing here reads process.*, so
+ * tests can run several apps in one process.
  */
 
 export interface AppDeps {
   log: Logger
-  now?: () => Date
+  clock?: Clock
 }
 
 export interface RunningPorts {
@@ -43,240 +44,99 @@ export interface App {
   stop(reason: string): Promise<void>
 }
 
-export function createGenerators(config: Config, log: Logger): Generator[] {
-  const servers = a1111Servers(config)
-  if (servers.length === 0) {
-    log.warn(
-      'A1111_BASE_URL is not set: using the demo generator, which draws the prompt instead of a picture',
-    )
-    return [createDemoGenerator({ stepMs: config.DEMO_STEP_MS })]
-  }
-  return servers.map((server) =>
-    createA1111Generator(
-      {
-        baseUrl: server.url,
-        username: server.username,
-        password: server.password,
-        timeoutMs: server.timeoutS * 1000,
-        progressIntervalMs: config.A1111_PROGRESS_INTERVAL * 1000,
-      },
-      { log: log.child({ module: 'a1111' }) },
-    ),
-  )
-}
-
 export function createApp(config: Config, deps: AppDeps): App {
-  const log = deps.log
+  const { log } = deps
+  const clock = deps.clock ?? systemClock
   // Start and stop lines are logged at info even when LOG_LEVEL is warn or error: scripts and the tests read
   // the real ports from the listening line (README, "Quick start"). Only LOG_LEVEL=silent silences them.
   const lifecycle = log.levelVal > 30 && log.level !== 'silent' ? log.child({}, { level: 'info' }) : log
-  const now = deps.now ?? (() => new Date())
-  const startedAt = Date.now()
+  const child = (module: string) => log.child({ module })
+  const events = createEventBus(log)
   const topics = createTopics(config.BASE_TOPIC)
-  const store = createFrameStore(config.DATA_DIR, { log: log.child({ module: 'store' }) })
+  const panel = panelFromConfig(config)
+  const panelOf = () => panel
+  const store = createFrameStore(config.DATA_DIR, { log: child('store') })
+  const journal = timedJournal(createJobJournal(config.DATA_DIR, { log: child('journal') }), clock, events)
   const generators = createGenerators(config, log)
-  const health = createGeneratorHealth(generators, { log: log.child({ module: 'health' }), now })
-
+  const health = createGeneratorHealth(generators, { log: child('health'), clock, events })
   const queue = createJobQueue({
     generators,
     maxWaiting: config.QUEUE_MAX,
     retries: config.A1111_RETRIES,
     supersedeRunning: config.SUPERSEDE_RUNNING,
-    log: log.child({ module: 'queue' }),
+    log: child('queue'),
+    clock,
+    events,
     stateOf: (g) => health.stateOf(g),
-    onGeneration(generator, ms, error) {
-      health.recordGeneration(generator, ms, error)
-      metrics.generation(health.idOf(generator), ms / 1000, error === undefined)
-    },
-    onSettled(job, state) {
-      metrics.jobFinished(state)
-      if (job.durable) journal.end(job.id)
-    },
+    idOf: (g) => health.idOf(g),
   })
-  health.onChange((generator, state) => {
-    metrics.generatorUp(health.idOf(generator), state === 'up')
-    // A server that is back can take the jobs that were waiting for one.
-    if (state === 'up') queue.resume()
-  })
-
-  const broker = createEmbeddedBroker(
-    { host: config.MQTT_HOST, port: config.MQTT_PORT, maxPacketBytes: config.MQTT_MAX_PACKET },
-    {
-      onInbound: (msg) => intake.handle(msg.topic, msg.payload, msg.clientId),
-      onSubscribe: (client, filters) => resendOnSubscribe(client, filters),
-    },
-    {
-      log: log.child({ module: 'broker' }),
-      isInbound: (topic) => topics.parseInbound(topic) !== null,
-      onChunkSent: (bytes) => metrics.chunkBytes(bytes),
-    },
-  )
-  const metrics = createMetrics({
-    waiting: () => queue.waiting(),
-    running: () => queue.running(),
-    mqttClients: () => broker.connectedClients(),
-    queuedChunks: () => broker.delivery.queuedChunks(),
-  })
-  const journal = timedJournal(
-    createJobJournal(config.DATA_DIR, { log: log.child({ module: 'journal' }) }),
-    (s) => metrics.journalWrite(s),
-  )
-
-  const jobDeps: DeviceJobDeps = {
-    config,
-    store,
-    now,
-    log: log.child({ module: 'jobs' }),
-    publishStatus(deviceId, job, event) {
-      const body = JSON.stringify(statusMessage(event, job, now()))
-      broker.publishRetained(topics.device(deviceId, 'status'), body).catch((err: unknown) => {
-        log.warn({ err, deviceId }, 'status not published')
-      })
-    },
-    sendFrame(deviceId, chunks, preview) {
-      const clients = broker.delivery.send(topics.device(deviceId, 'frame'), chunks)
-      metrics.frameSent(preview ? 'preview' : 'final')
-      log.debug({ deviceId, chunks: chunks.length, clients, preview }, 'frame queued for subscribers')
-    },
-    onConverted: (ms) => metrics.conversion(ms / 1000),
-  }
-
-  const devices = createDeviceRegistry({
-    store,
-    now,
-    connectedIds: () => subscribedDeviceIds(broker.clients(), config.BASE_TOPIC),
-  })
-
+  events.on('job.settled', ({ jobId }) => journal.end(jobId))
+  // A server that is back can take the jobs that were waiting for one.
+  events.on('generator.state', ({ state }) => state === 'up' && queue.resume())
+  const onChunkSent = (bytes: number) => events.emit('chunk.sent', { bytes })
+  const mqtt = { host: config.MQTT_HOST, port: config.MQTT_PORT, maxPacketBytes: config.MQTT_MAX_PACKET }
+  const broker = createEmbeddedBroker(mqtt, { log: child('broker'), topics, onChunkSent })
+  const output = createDeviceOutput({ broker, clock, events, log: child('jobs') })
+  const lastFrame = createLastFrame({ store, output, panelOf, log: child('jobs') })
+  const devices = createDeviceRegistry({ store, clock, connectedIds: () => broker.connectedDeviceIds() })
+  const jobDeps = { panelOf, previewDefault: config.PREVIEW_DEFAULT, store, output, events, clock }
   const intake = createIntake({
-    topics,
     queue,
-    jobDeps,
+    jobDeps: { ...jobDeps, log: child('jobs'), remember: lastFrame.remember },
+    output,
+    lastFrame,
     journal,
-    rateLimit: createRateLimit(config.RATE_LIMIT, () => Date.now()),
+    rateLimit: createRateLimit(config.RATE_LIMIT, () => clock.monotonic()),
     rateLimitPerMinute: config.RATE_LIMIT,
-    now,
-    log: log.child({ module: 'intake' }),
-    seen: (deviceId) => devices.seen(deviceId),
-    async resend(deviceId) {
-      const frame = await store.read(deviceId)
-      if (!frame) return false
-      broker.delivery.send(topics.device(deviceId, 'frame'), chunksOf(frame))
-      return true
-    },
+    seen: (id) => devices.seen(id),
+    clock,
+    log: child('intake'),
   })
-
-  const http: HttpServer | null =
+  const metrics = createMetrics(
+    {
+      waiting: () => queue.waiting(),
+      running: () => queue.running(),
+      mqttClients: () => broker.connectedClients(),
+      queuedChunks: () => broker.queuedChunks(),
+    },
+    events,
+  )
+  const http =
     config.HTTP_PORT === 'off'
       ? null
       : createHttpServer({
-          config,
-          log: log.child({ module: 'http' }),
-          queue,
-          intake,
-          store,
-          newJobId,
+          ...{ config, log: child('http'), queue, intake, store, newJobId, panel, events, clock },
           devices: () => devices.list(),
-          health: () => ({
-            ok: health.anyUp(),
-            body: {
-              status: health.anyUp() ? 'ok' : 'unavailable',
-              uptime_s: Math.round((Date.now() - startedAt) / 1000),
-              broker: { clients: broker.connectedClients(), queued_chunks: broker.delivery.queuedChunks() },
-              queue: { waiting: queue.waiting(), running: queue.running() },
-              generators: health.statuses(),
-            },
-          }),
+          health: createHealthReport({ health, broker, queue, clock, storageProblem: () => null }),
           extraRoutes: [(app) => metrics.route(app)],
         })
 
-  function chunksOf(frame: StoredFrame): Buffer[] {
-    return encodeFrame({
-      frameId: frame.frameId,
-      width: frame.width,
-      height: frame.height,
-      pixels: frame.pixels,
-      format: frame.format === 'rgb565-le' ? FORMAT_RGB565_LE : FORMAT_RGB565_BE,
-      bandRows: config.BAND_ROWS,
-      compress: config.FRAME_COMPRESS,
-      preview: false,
-    })
-  }
-
-  /**
-   * A device that subscribes to its frame topic gets its last frame at once, as a retained message would
-   * arrive. Only filters that name the device (`pico/kitchen/frame`, `pico/kitchen/#`) count: a `pico/#`
-   * watcher would otherwise be sent every device's frame.
-   */
-  function resendOnSubscribe(client: Client, filters: string[]): void {
-    for (const filter of filters) {
-      const deviceId = deviceOfFilter(filter, config.BASE_TOPIC)
-      if (deviceId === undefined) continue
+  const { parts, ports, replayed } = bridgeParts(config, {
+    ...{ generators, store, journal, broker, intake, queue, http, health },
+    frameSubscribed(deviceId, clientId) {
       devices.seen(deviceId)
-      const topic = topics.device(deviceId, 'frame')
-      if (!store.meta(deviceId) || broker.delivery.grantedQos(client, topic) === null) continue
-      store.read(deviceId).then(
-        (frame) => {
-          if (frame) broker.delivery.sendTo(client, topic, chunksOf(frame))
-        },
-        (err: unknown) => log.error({ err, deviceId }, 'resend on subscribe failed'),
-      )
-    }
-  }
+      lastFrame
+        .resend(deviceId, clientId)
+        .catch((err: unknown) => log.error({ err, deviceId }, 'resend on subscribe failed'))
+    },
+  })
 
-  let started = false
+  let running: Promise<RunningParts> | null = null
   let stopping: Promise<void> | null = null
-  let lock: DataLock | null = null
-
   return {
     async start() {
-      // Before anything in DATA_DIR is read or rewritten: a second daemon on it would corrupt the journal.
-      await mkdir(config.DATA_DIR, { recursive: true })
-      lock = lockDataDir(config.DATA_DIR)
-      await store.load()
-      // Open the journal before the broker listens: a prompt acknowledged from then on must be recorded.
-      const pending = await journal.open()
-      const { port: mqttPort } = await broker.start()
-      started = true
-      const httpPort = http ? (await http.start()).port : null
-      health.start()
-      await broker.publishRetained(topics.bridgeState, JSON.stringify({ state: 'online' }))
-      // Jobs acknowledged before a crash or a restart run now, in their order, before new prompts.
-      const replayed = intake.replay(pending)
-      const ports: RunningPorts = { mqttPort, httpPort }
-      lifecycle.info(
-        {
-          ...ports,
-          generators: generators.map((g) => g.name),
-          replayed,
-          dataDir: config.DATA_DIR,
-          baseTopic: config.BASE_TOPIC,
-        },
-        'listening',
-      )
-      return ports
+      running = startParts(parts, log)
+      await running
+      const listening = { ...ports, generators: generators.map((g) => g.name), replayed: replayed() }
+      lifecycle.info({ ...listening, dataDir: config.DATA_DIR, baseTopic: config.BASE_TOPIC }, 'listening')
+      lifecycle.info({ ...ports }, tryItLine(config, ports))
+      return { ...ports }
     },
-
     stop(reason) {
       stopping ??= (async () => {
         lifecycle.info({ reason }, 'stopping')
-        const deadline = new AbortController()
-        // Running jobs get most of the shutdown time to finish; then they are interrupted (and, being on
-        // disk, run again at the next start).
-        const timer = setTimeout(() => deadline.abort(), config.SHUTDOWN_TIMEOUT * 1000 * 0.6)
-        timer.unref()
-        await queue.stop(deadline.signal)
-        clearTimeout(timer)
-        health.stop()
-        await http?.stop()
-        if (started) {
-          await broker
-            .publishRetained(topics.bridgeState, JSON.stringify({ state: 'offline' }))
-            .catch((err: unknown) => log.warn({ err }, 'offline state not published'))
-        }
-        await broker.stop()
-        await journal.close().catch((err: unknown) => log.error({ err }, 'closing the job journal failed'))
-        lock?.release()
-        await Promise.allSettled(generators.map((g) => g.close()))
+        const started = await running?.catch(() => null)
+        await started?.stop()
         lifecycle.info('stopped')
       })()
       return stopping
@@ -284,14 +144,18 @@ export function createApp(config: Config, deps: AppDeps): App {
   }
 }
 
-/** The journal, with the time of each durable write measured for /metrics. */
-function timedJournal(journal: JobJournal, observe: (seconds: number) => void): JobJournal {
+/** The journal, with the time of each durable write on the event bus for /metrics. */
+function timedJournal(
+  journal: JobJournal,
+  clock: Clock,
+  events: ReturnType<typeof createEventBus>,
+): JobJournal {
   return {
     ...journal,
     async add(job) {
-      const started = performance.now()
+      const started = clock.monotonic()
       await journal.add(job)
-      observe((performance.now() - started) / 1000)
+      events.emit('journal.write', { ms: clock.monotonic() - started })
     },
   }
 }

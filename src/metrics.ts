@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
+import type { EventBus } from './events.ts'
 
 /*
  * Prometheus metrics at GET /metrics (on the HTTP listener, behind the API key like every route but /health).
@@ -8,22 +9,19 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
  */
 
 export interface Metrics {
-  jobFinished(outcome: 'done' | 'error' | 'cancelled'): void
-  generation(generatorId: string, seconds: number, ok: boolean): void
-  conversion(seconds: number): void
-  frameSent(kind: 'final' | 'preview'): void
-  chunkBytes(bytes: number): void
-  journalWrite(seconds: number): void
-  generatorUp(generatorId: string, up: boolean): void
   route(app: FastifyInstance): void
 }
 
-export function createMetrics(sources: {
-  waiting(): number
-  running(): number
-  mqttClients(): number
-  queuedChunks(): number
-}): Metrics {
+/** The gauges are read when /metrics is scraped; the counters and histograms follow the event bus. */
+export function createMetrics(
+  sources: {
+    waiting(): number
+    running(): number
+    mqttClients(): number
+    queuedChunks(): number
+  },
+  events: EventBus,
+): Metrics {
   const registry = new Registry()
   collectDefaultMetrics({ register: registry, prefix: 'pab_' })
   new Gauge({
@@ -73,7 +71,8 @@ export function createMetrics(sources: {
   })
   const conversion = new Histogram({
     name: 'pab_conversion_seconds',
-    help: 'Time to turn a picture into a panel frame',
+    help: 'Time to turn a picture into a panel frame (via mqtt: device jobs; via http: the passthrough)',
+    labelNames: ['via'],
     buckets: [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25],
     registers: [registry],
   })
@@ -101,15 +100,20 @@ export function createMetrics(sources: {
     registers: [registry],
   })
 
+  events.on('job.settled', (e) => jobs.inc({ outcome: e.state }))
+  events.on('generation.measured', (e) =>
+    generation.observe(
+      { generator: e.generatorId, result: e.error === undefined ? 'ok' : 'error' },
+      e.ms / 1000,
+    ),
+  )
+  events.on('frame.converted', (e) => conversion.observe({ via: e.via }, e.ms / 1000))
+  events.on('frame.sent', (e) => frames.inc({ kind: e.preview ? 'preview' : 'final' }))
+  events.on('chunk.sent', (e) => bytes.inc(e.bytes))
+  events.on('journal.write', (e) => journal.observe(e.ms / 1000))
+  events.on('generator.state', (e) => up.set({ generator: e.generatorId }, e.state === 'up' ? 1 : 0))
+
   return {
-    jobFinished: (outcome) => jobs.inc({ outcome }),
-    generation: (generator, seconds, ok) =>
-      generation.observe({ generator, result: ok ? 'ok' : 'error' }, seconds),
-    conversion: (seconds) => conversion.observe(seconds),
-    frameSent: (kind) => frames.inc({ kind }),
-    chunkBytes: (n) => bytes.inc(n),
-    journalWrite: (seconds) => journal.observe(seconds),
-    generatorUp: (generator, isUp) => up.set({ generator }, isUp ? 1 : 0),
     route(app) {
       app.get('/metrics', async (_request, reply) =>
         reply.type(registry.contentType).send(await registry.metrics()),

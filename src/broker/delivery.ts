@@ -31,6 +31,8 @@ interface Outbox {
   client: Client
   queue: Outgoing[]
   inFlight: number
+  /** What the outbox is busy with, per topic: a resend of the same frame is not queued twice. */
+  pending: Map<string, string>
 }
 
 /** The part of Aedes' client the typings leave out: its subscriptions, keyed by filter. */
@@ -47,8 +49,12 @@ export interface FrameDelivery {
    * the same topic that are still waiting are dropped first. Returns how many clients will get the frame.
    */
   send(topic: string, chunks: readonly Buffer[]): number
-  /** Queues chunks for one client (a frame resent because it just subscribed). */
-  sendTo(client: Client, topic: string, chunks: readonly Buffer[]): void
+  /**
+   * Queues chunks for one client (a frame resent because it subscribed or asked). With a `tag` (the frame's
+   * identity), nothing is queued while the same frame is still on its way to that client. Returns whether
+   * the chunks were queued.
+   */
+  sendTo(client: Client, topic: string, chunks: readonly Buffer[], tag?: string): boolean
   /** The QoS a client's subscriptions grant for `topic`, or null when it is not subscribed. */
   grantedQos(client: Client, topic: string): 0 | 1 | null
   /** Forgets a client that went away, with whatever was waiting for it. */
@@ -82,15 +88,17 @@ export function createFrameDelivery(deps: {
   function outboxOf(client: Client): Outbox {
     let box = outboxes.get(client)
     if (!box) {
-      box = { client, queue: [], inFlight: 0 }
+      box = { client, queue: [], inFlight: 0, pending: new Map() }
       outboxes.set(client, box)
     }
     return box
   }
 
-  function enqueue(client: Client, topic: string, chunks: readonly Buffer[], qos: 0 | 1): void {
+  function enqueue(client: Client, topic: string, chunks: readonly Buffer[], qos: 0 | 1, tag?: string): void {
     const box = outboxOf(client)
     box.queue = box.queue.filter((o) => o.topic !== topic)
+    if (tag === undefined) box.pending.delete(topic)
+    else box.pending.set(topic, tag)
     for (const payload of chunks) box.queue.push({ topic, payload, qos })
     pump(box)
   }
@@ -121,6 +129,7 @@ export function createFrameDelivery(deps: {
             return
           }
           deps.onChunkSent?.(next.payload.length)
+          if (box.queue.length === 0 && box.inFlight === 0) box.pending.clear()
           if (outboxes.get(box.client) === box) pump(box)
         },
       )
@@ -144,9 +153,12 @@ export function createFrameDelivery(deps: {
       }
       return count
     },
-    sendTo(client, topic, chunks) {
+    sendTo(client, topic, chunks, tag) {
       const qos = grantedQos(client, topic)
-      if (qos !== null && !client.closed) enqueue(client, topic, chunks, qos)
+      if (qos === null || client.closed) return false
+      if (tag !== undefined && outboxes.get(client)?.pending.get(topic) === tag) return false
+      enqueue(client, topic, chunks, qos, tag)
+      return true
     },
     grantedQos,
     forget,

@@ -3,14 +3,9 @@ import { rename, writeFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { connect, type IPublishPacket } from 'mqtt'
 import { rgb565ToPng } from '../image/convert.ts'
-import {
-  type AssembledFrame,
-  createFrameAssembler,
-  FORMAT_RGB565_LE,
-  FrameDecodeError,
-} from '../protocol/frame.ts'
+import { parseDeviceId } from '../protocol/device-id.ts'
+import { type AssembledFrame, createFrameAssembler, FrameDecodeError } from '../protocol/frame.ts'
 import type { StatusMessage } from '../protocol/status.ts'
-import { DEVICE_ID_PATTERN, RESERVED_DEVICE_ID } from '../protocol/topics.ts'
 
 /*
  * `pico-a1111-bridge device`: a simulated Pico display for people without a board, for home-automation users
@@ -85,9 +80,8 @@ function parseOptions(argv: string[]): DeviceOptions | 'help' {
   if (values.help) return 'help'
   const id = values.id
   if (id === undefined) throw new UsageError('--id is required')
-  if (!DEVICE_ID_PATTERN.test(id) || id === RESERVED_DEVICE_ID) {
-    throw new UsageError(`--id "${id}" is not a device id: use 1-64 letters, digits, _ or - (not "bridge")`)
-  }
+  const parsedId = parseDeviceId(id)
+  if (!parsedId.ok) throw new UsageError(`--id: ${parsedId.message}`)
   let url: URL
   try {
     url = new URL(values.url)
@@ -202,7 +196,7 @@ function outPath(pattern: string, n: number): string {
 }
 
 async function writePng(frame: AssembledFrame, path: string): Promise<void> {
-  const png = await rgb565ToPng(frame.pixels, frame.width, frame.height, frame.format === FORMAT_RGB565_LE)
+  const png = await rgb565ToPng(frame.pixels, frame.width, frame.height, frame.format === 'rgb565-le')
   // Written beside the target and renamed over it, so a reader never sees half a PNG.
   const tmp = `${path}.${randomBytes(3).toString('hex')}.tmp`
   await writeFile(tmp, png)

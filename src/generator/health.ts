@@ -1,5 +1,7 @@
 import type { Logger } from 'pino'
+import type { Clock } from '../clock.ts'
 import { toAppError, traitsOf } from '../errors.ts'
+import type { EventBus } from '../events.ts'
 import type { Generator } from './types.ts'
 
 /*
@@ -29,10 +31,6 @@ export interface GeneratorHealth {
   /** The generator's public id (`a1111-1`, `demo`), for /health and metric labels. */
   idOf(generator: Generator): string
   anyUp(): boolean
-  /** Records a finished generation (or its failure) on `generator`. */
-  recordGeneration(generator: Generator, ms: number, error: unknown): void
-  /** Told whenever a generator changes state (for metrics, and to dispatch jobs to a server that is back). */
-  onChange(listener: (generator: Generator, state: GeneratorState) => void): void
 }
 
 const UP_INTERVAL_MS = 10_000
@@ -49,7 +47,7 @@ interface Entry {
 
 export function createGeneratorHealth(
   generators: Generator[],
-  deps: { log: Logger; now: () => Date; upIntervalMs?: number },
+  deps: { log: Logger; clock: Clock; events: EventBus; upIntervalMs?: number },
 ): GeneratorHealth {
   let a1111Count = 0
   const entries: Entry[] = generators.map((generator) => ({
@@ -66,21 +64,22 @@ export function createGeneratorHealth(
     backoffMs: DOWN_FIRST_MS,
     checking: false,
   }))
-  const listeners: ((generator: Generator, state: GeneratorState) => void)[] = []
   let running = false
 
   function setState(entry: Entry, state: 'up' | 'down', err?: unknown): void {
     const { status, generator } = entry
     if (status.state !== state) {
       const change = { generator: generator.name, id: status.id, from: status.state, to: state }
-      if (state === 'down') deps.log.warn({ ...change, err: toAppError(err).message }, 'generator down')
-      else deps.log.info(change, 'generator up')
+      if (state === 'down') {
+        const { code, message } = toAppError(err)
+        deps.log.warn({ ...change, code, reason: message }, 'generator down')
+      } else deps.log.info(change, 'generator up')
     }
     const changed = status.state !== state
     status.state = state
     status.lastError = state === 'down' ? toAppError(err).toJSON() : null
     if (state === 'up') entry.backoffMs = DOWN_FIRST_MS
-    if (changed) for (const listener of listeners) listener(generator, state)
+    if (changed) deps.events.emit('generator.state', { generatorId: status.id, state })
   }
 
   function schedule(entry: Entry, delayMs: number): void {
@@ -93,23 +92,37 @@ export function createGeneratorHealth(
   async function check(entry: Entry): Promise<void> {
     if (entry.checking) return
     entry.checking = true
-    const started = performance.now()
+    const started = deps.clock.monotonic()
     try {
       await entry.generator.check()
-      entry.status.lastCheckMs = Math.round(performance.now() - started)
+      entry.status.lastCheckMs = Math.round(deps.clock.monotonic() - started)
       setState(entry, 'up')
     } catch (err) {
       setState(entry, 'down', err)
     } finally {
       entry.checking = false
     }
-    entry.status.checkedAt = deps.now().toISOString()
+    entry.status.checkedAt = deps.clock.now().toISOString()
     if (entry.status.state === 'up') schedule(entry, deps.upIntervalMs ?? UP_INTERVAL_MS)
     else {
       schedule(entry, entry.backoffMs)
       entry.backoffMs = Math.min(entry.backoffMs * 2, DOWN_MAX_MS)
     }
   }
+
+  // A finished generation says as much as a check: one that could not reach its server marks it down at once.
+  deps.events.on('generation.measured', ({ generatorId, ms, error }) => {
+    const entry = entries.find((e) => e.status.id === generatorId)
+    if (!entry) return
+    if (error === undefined) {
+      entry.status.lastGenerationMs = Math.round(ms)
+      setState(entry, 'up')
+    } else if (traitsOf(toAppError(error).code).marksDown && entry.status.state !== 'down') {
+      setState(entry, 'down', error)
+      entry.backoffMs = DOWN_FIRST_MS
+      schedule(entry, DOWN_FIRST_MS)
+    }
+  })
 
   return {
     start() {
@@ -124,20 +137,5 @@ export function createGeneratorHealth(
     stateOf: (generator) => entries.find((e) => e.generator === generator)?.status.state ?? 'unknown',
     idOf: (generator) => entries.find((e) => e.generator === generator)?.status.id ?? generator.name,
     anyUp: () => entries.some((e) => e.status.state === 'up'),
-    recordGeneration(generator, ms, error) {
-      const entry = entries.find((e) => e.generator === generator)
-      if (!entry) return
-      if (error === undefined) {
-        entry.status.lastGenerationMs = Math.round(ms)
-        setState(entry, 'up')
-      } else if (traitsOf(toAppError(error).code).marksDown && entry.status.state !== 'down') {
-        setState(entry, 'down', error)
-        entry.backoffMs = DOWN_FIRST_MS
-        schedule(entry, DOWN_FIRST_MS)
-      }
-    },
-    onChange(listener) {
-      listeners.push(listener)
-    },
   }
 }

@@ -3,9 +3,10 @@ import { AppError } from '../errors.ts'
 import { rgb565ToPng } from '../image/convert.ts'
 import type { DeviceInfo } from '../jobs/device-registry.ts'
 import type { Intake } from '../jobs/intake.ts'
-import type { JobQueue, JobView } from '../jobs/queue.ts'
+import type { JobQueue, JobView } from '../jobs/job.ts'
+import { parseDeviceId } from '../protocol/device-id.ts'
 import { parsePromptJson } from '../protocol/prompt.ts'
-import { DEVICE_ID_PATTERN, RESERVED_DEVICE_ID } from '../protocol/topics.ts'
+import { rounded } from '../protocol/status.ts'
 import type { FrameStore } from '../store/frame-store.ts'
 import { sendError } from './errors.ts'
 
@@ -26,9 +27,8 @@ export function registerDeviceRoutes(app: FastifyInstance, deps: DevicesDeps): v
   app.post('/api/v1/devices/:id/prompt', async (request, reply) => {
     const id = deviceId(request.params)
     const prompt = parsePromptJson(request.body)
-    const { job, recorded } = deps.intake.submitPrompt(id, prompt)
-    // 202 promises the job will run, after a crash too: answer once it is on disk.
-    await recorded
+    // 202 promises the job will run, after a crash too: submitPrompt resolves once it is on disk.
+    const job = await deps.intake.submitPrompt(id, prompt)
     return reply.code(202).send({ job: job.id, device: id, status_url: `/api/v1/jobs/${job.id}` })
   })
 
@@ -68,11 +68,9 @@ export function registerDeviceRoutes(app: FastifyInstance, deps: DevicesDeps): v
 }
 
 function deviceId(params: unknown): string {
-  const id = (params as { id: string }).id
-  if (!DEVICE_ID_PATTERN.test(id) || id === RESERVED_DEVICE_ID) {
-    throw new AppError('E_BAD_REQUEST', 'device ids are 1-64 letters, digits, _ or - (and not "bridge")')
-  }
-  return id
+  const parsed = parseDeviceId((params as { id: string }).id)
+  if (!parsed.ok) throw new AppError('E_BAD_REQUEST', parsed.message)
+  return parsed.id
 }
 
 function notFound(what: string): AppError {
@@ -81,12 +79,14 @@ function notFound(what: string): AppError {
 
 /** A job as the HTTP API shows it: its state, and the fields of its latest status message. */
 function describeJob(view: JobView): Record<string, unknown> {
-  const { state: _state, ...last } = view.last ?? {}
-  return {
+  const { state: _state, ...last } = view.last ? rounded(view.last) : {}
+  const body: Record<string, unknown> = {
     job: view.id,
     device: view.deviceId ?? null,
     state: view.state,
     position: view.position ?? null,
     ...last,
   }
+  if (view.requestId !== undefined) body.request_id = view.requestId
+  return body
 }

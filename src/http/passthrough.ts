@@ -1,10 +1,12 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import type { Config } from '../config/schema.ts'
+import type { Clock } from '../clock.ts'
 import { AppError } from '../errors.ts'
+import type { EventBus } from '../events.ts'
 import type { GenerateResult, Txt2ImgPayload } from '../generator/types.ts'
-import { asPng, imageToRgb565 } from '../image/convert.ts'
+import { asPng } from '../image/convert.ts'
+import { type PanelProfile, renderPixels } from '../image/panel.ts'
 import { createAwaitedJob } from '../jobs/awaited-job.ts'
-import type { JobQueue } from '../jobs/queue.ts'
+import type { JobQueue } from '../jobs/job.ts'
 import { badRequest, sendError } from './errors.ts'
 
 /*
@@ -14,7 +16,10 @@ import { badRequest, sendError } from './errors.ts'
  */
 
 export interface PassthroughDeps {
-  config: Config
+  /** The panel the answers are rendered for (the settings' default panel). */
+  panel: PanelProfile
+  events: EventBus
+  clock: Clock
   queue: JobQueue
   newJobId(): string
 }
@@ -29,7 +34,7 @@ interface Converted {
 const SIZE_LIMIT = 2048
 
 export function registerPassthrough(app: FastifyInstance, deps: PassthroughDeps): void {
-  const { config } = deps
+  const { panel } = deps
 
   app.post('/sdapi/v1/txt2img', async (request, reply) => {
     const body = request.body
@@ -37,24 +42,19 @@ export function registerPassthrough(app: FastifyInstance, deps: PassthroughDeps)
       return sendError(reply, badRequest('the body must be a JSON object: an A1111 txt2img request'))
     }
     const { return_base64: returnBase64, ...payload } = body as Txt2ImgPayload & { return_base64?: unknown }
-    const size = frameSize(request, config)
+    const size = frameSize(request, panel)
     const wantsJson = returnBase64 === true || prefersJson(request.headers.accept)
     const owner = `http:${request.ip}`
     const { job, result } = createAwaitedJob<Converted>(
       deps.newJobId(),
       owner,
       payload,
-      async (generated) => ({
-        pixels: await imageToRgb565(generated.image, {
-          width: size.width,
-          height: size.height,
-          fit: config.RESIZE_FIT,
-          format: config.PIXEL_FORMAT,
-          invert: config.LUMINANCE_INVERT,
-        }),
-        ...size,
-        generated,
-      }),
+      async (generated) => {
+        const started = deps.clock.monotonic()
+        const pixels = await renderPixels(generated.image, { ...panel, ...size })
+        deps.events.emit('frame.converted', { ms: deps.clock.monotonic() - started, via: 'http' })
+        return { pixels, ...size, generated }
+      },
     )
     const frame = await runFor(request, reply, deps.queue, job, result)
     if (!frame) return reply
@@ -63,7 +63,7 @@ export function registerPassthrough(app: FastifyInstance, deps: PassthroughDeps)
         image_base64: frame.pixels.toString('base64'),
         width: frame.width,
         height: frame.height,
-        format: config.PIXEL_FORMAT,
+        format: panel.format,
         images: frame.generated.upstream.images,
         parameters: frame.generated.upstream.parameters,
         info: frame.generated.upstream.info,
@@ -73,7 +73,7 @@ export function registerPassthrough(app: FastifyInstance, deps: PassthroughDeps)
       .type('application/octet-stream')
       .header('x-image-width', String(frame.width))
       .header('x-image-height', String(frame.height))
-      .header('x-image-format', config.PIXEL_FORMAT)
+      .header('x-image-format', panel.format)
       .send(frame.pixels)
   })
 
@@ -139,11 +139,11 @@ function prefersJson(accept: string | undefined): boolean {
 }
 
 /** The frame size: the settings, or `?width=&height=` for one request. */
-function frameSize(request: FastifyRequest, config: Config): { width: number; height: number } {
+function frameSize(request: FastifyRequest, panel: PanelProfile): { width: number; height: number } {
   const query = request.query as Record<string, unknown>
   return {
-    width: sizeParam(query.width, 'width') ?? config.TARGET_WIDTH,
-    height: sizeParam(query.height, 'height') ?? config.TARGET_HEIGHT,
+    width: sizeParam(query.width, 'width') ?? panel.width,
+    height: sizeParam(query.height, 'height') ?? panel.height,
   }
 }
 

@@ -49,7 +49,16 @@ export async function imageToRgb565(image: Buffer, options: ConvertOptions): Pro
   return packRgb565(rgb, { littleEndian: options.format === 'rgb565-le', invert: options.invert })
 }
 
-async function decodeToRgb(image: Buffer, options: ConvertOptions): Promise<Buffer> {
+/**
+ * Decodes an encoded picture into `width` x `height` 8-bit RGB (3 bytes a pixel, row-major), flattened onto
+ * black and resized with Lanczos-3 as `fit` says: the input of every pixel format's packing.
+ *
+ * @throws AppError E_BAD_IMAGE as {@link imageToRgb565} does.
+ */
+export async function decodeToRgb(
+  image: Buffer,
+  options: Pick<ConvertOptions, 'width' | 'height' | 'fit'>,
+): Promise<Buffer> {
   if (image.length === 0) throw badImage('it is empty (0 bytes)')
   let result: { data: Buffer; info: OutputInfo }
   try {
@@ -86,7 +95,10 @@ async function assertAcceptedFormat(input: Sharp): Promise<void> {
   }
 }
 
-function assertRgbShape(result: { data: Buffer; info: OutputInfo }, options: ConvertOptions): void {
+function assertRgbShape(
+  result: { data: Buffer; info: OutputInfo },
+  options: Pick<ConvertOptions, 'width' | 'height'>,
+): void {
   const { info, data } = result
   const expected = options.width * options.height * 3
   if (info.channels !== 3 || data.length !== expected) {

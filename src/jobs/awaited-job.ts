@@ -1,7 +1,7 @@
 import { AppError } from '../errors.ts'
 import type { GenerateResult, Txt2ImgPayload } from '../generator/types.ts'
 import type { StatusEvent } from '../protocol/status.ts'
-import type { Job } from './queue.ts'
+import type { Job } from './job.ts'
 
 /*
  * A job whose owner waits for its result instead of watching status messages: an HTTP request. The result

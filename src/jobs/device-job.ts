@@ -1,12 +1,12 @@
 import type { Logger } from 'pino'
-import type { Config } from '../config/schema.ts'
+import type { Clock } from '../clock.ts'
+import type { EventBus } from '../events.ts'
 import type { GenerateProgress, GenerateResult, Txt2ImgPayload } from '../generator/types.ts'
-import { imageToRgb565 } from '../image/convert.ts'
-import { encodeFrame, FORMAT_RGB565_BE, FORMAT_RGB565_LE } from '../protocol/frame.ts'
+import { type PanelProfile, renderFrame } from '../image/panel.ts'
 import type { PromptRequest } from '../protocol/prompt.ts'
-import type { StatusEvent } from '../protocol/status.ts'
 import type { FrameStore, StoredFrame } from '../store/frame-store.ts'
-import type { CompleteContext, Job } from './queue.ts'
+import type { CompleteContext, Job } from './job.ts'
+import type { DeviceOutput } from './output.ts'
 
 /*
  * A job for one device: its picture becomes a frame on `<base>/<id>/frame`, and the frame is kept as the
@@ -20,16 +20,16 @@ const PREVIEW_INTERVAL_MS = 2_000
 const PREVIEW_EVERY_N_STEPS = 5
 
 export interface DeviceJobDeps {
-  config: Config
+  /** The panel a device's frames are rendered for. */
+  panelOf(deviceId: string): PanelProfile
+  previewDefault: boolean
   store: FrameStore
-  /** Reports a status change to the device's status topic. */
-  publishStatus(deviceId: string, job: Pick<Job, 'id' | 'requestId'>, event: StatusEvent): void
-  /** Hands a frame's chunks to every subscriber of the device's frame topic. */
-  sendFrame(deviceId: string, chunks: Buffer[], preview: boolean): void
-  now(): Date
+  output: DeviceOutput
+  /** A frame was kept as the device's last: its chunks serve later resends. */
+  remember(deviceId: string, frameId: number, chunks: readonly Buffer[]): void
+  events: EventBus
+  clock: Clock
   log: Logger
-  /** Called with the time spent converting each picture (for metrics). */
-  onConverted?(ms: number): void
 }
 
 /** Maps a validated prompt to the A1111 txt2img body. */
@@ -56,7 +56,11 @@ export function createDeviceJob(
   deviceId: string,
   prompt: PromptRequest,
 ): Job {
-  const previews = prompt.preview ?? deps.config.PREVIEW_DEFAULT
+  const previews = prompt.preview ?? deps.previewDefault
+  const panel = (): PanelProfile => {
+    const base = deps.panelOf(deviceId)
+    return prompt.fit === undefined ? base : { ...base, fit: prompt.fit }
+  }
   /** Set once the final frame is on its way or the job ended: no preview may follow it. */
   let over = false
   let lastPreview: { at: number; image: Buffer } | null = null
@@ -65,16 +69,18 @@ export function createDeviceJob(
   function sendPreview(p: GenerateProgress): void {
     const image = p.preview
     if (!previews || !image || over || previewBusy) return
-    const now = performance.now()
+    const now = deps.clock.monotonic()
     // A1111 returns the same preview on every poll until the next N-step boundary.
     if (lastPreview && (now - lastPreview.at < PREVIEW_INTERVAL_MS || lastPreview.image.equals(image))) return
     lastPreview = { at: now, image }
     previewBusy = true
-    toChunks(deps, deviceId, image, prompt, true)
+    renderFrame(image, panel(), { frameId: deps.store.nextFrameId(deviceId), preview: true })
       .then(({ chunks }) => {
-        if (!over) deps.sendFrame(deviceId, chunks, true)
+        if (!over) deps.output.frame(deviceId, chunks, { preview: true })
       })
-      .catch((err: unknown) => deps.log.debug({ err, deviceId, jobId: id }, 'preview skipped'))
+      .catch((err: unknown) =>
+        deps.log.debug({ deviceId, jobId: id, reason: (err as Error).message }, 'preview skipped'),
+      )
       .finally(() => {
         previewBusy = false
       })
@@ -89,75 +95,48 @@ export function createDeviceJob(
     requestId: prompt.requestId,
     report(event) {
       if (event.state === 'cancelled' || event.state === 'error') over = true
-      deps.publishStatus(deviceId, job, event)
+      deps.output.status(deviceId, job, event)
     },
     onProgress: sendPreview,
     complete: async (result, ctx) => {
       over = true
-      await deliver(deps, job, deviceId, prompt, result, ctx)
+      await deliver(deps, job, panel(), prompt, result, ctx)
     },
   }
   return job
 }
 
-async function toChunks(
-  deps: DeviceJobDeps,
-  deviceId: string,
-  image: Buffer,
-  prompt: PromptRequest,
-  preview: boolean,
-): Promise<{ chunks: Buffer[]; pixels: Buffer; frameId: number }> {
-  const { config } = deps
-  const started = performance.now()
-  const pixels = await imageToRgb565(image, {
-    width: config.TARGET_WIDTH,
-    height: config.TARGET_HEIGHT,
-    fit: prompt.fit ?? config.RESIZE_FIT,
-    format: config.PIXEL_FORMAT,
-    invert: config.LUMINANCE_INVERT,
-  })
-  if (!preview) deps.onConverted?.(performance.now() - started)
-  const frameId = deps.store.nextFrameId(deviceId)
-  const chunks = encodeFrame({
-    frameId,
-    width: config.TARGET_WIDTH,
-    height: config.TARGET_HEIGHT,
-    pixels,
-    format: config.PIXEL_FORMAT === 'rgb565-le' ? FORMAT_RGB565_LE : FORMAT_RGB565_BE,
-    bandRows: config.BAND_ROWS,
-    compress: config.FRAME_COMPRESS,
-    preview,
-  })
-  return { chunks, pixels, frameId }
-}
-
 async function deliver(
   deps: DeviceJobDeps,
   job: Job,
-  deviceId: string,
+  panel: PanelProfile,
   prompt: PromptRequest,
   result: GenerateResult,
   ctx: CompleteContext,
 ): Promise<void> {
-  const { config } = deps
-  const { chunks, pixels, frameId } = await toChunks(deps, deviceId, result.image, prompt, false)
+  const deviceId = job.deviceId!
+  const started = deps.clock.monotonic()
+  const frameId = deps.store.nextFrameId(deviceId)
+  const { pixels, chunks } = await renderFrame(result.image, panel, { frameId, preview: false })
+  deps.events.emit('frame.converted', { ms: deps.clock.monotonic() - started, via: 'mqtt' })
   if (!ctx.claim()) return
   ctx.report({ state: 'sending', frame_id: frameId, chunks: chunks.length })
-  deps.sendFrame(deviceId, chunks, false)
+  deps.output.frame(deviceId, chunks, { preview: false, tag: `${deviceId}:${frameId}` })
   const stored: StoredFrame = {
     deviceId,
     frameId,
-    width: config.TARGET_WIDTH,
-    height: config.TARGET_HEIGHT,
-    format: config.PIXEL_FORMAT,
+    width: panel.width,
+    height: panel.height,
+    format: panel.format as StoredFrame['format'],
     seed: result.seed,
     jobId: job.id,
     prompt: prompt.prompt,
-    finishedAt: deps.now().toISOString(),
+    finishedAt: deps.clock.now().toISOString(),
     pixels,
   }
   try {
     await deps.store.save(stored)
+    deps.remember(deviceId, frameId, chunks)
   } catch (err) {
     // The device has its frame; only the copy for later resends is lost, so the job still succeeds.
     deps.log.error({ err, deviceId, jobId: job.id }, 'could not keep the last frame in DATA_DIR')

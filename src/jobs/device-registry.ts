@@ -1,3 +1,4 @@
+import type { Clock } from '../clock.ts'
 import type { FrameStore } from '../store/frame-store.ts'
 
 /*
@@ -26,13 +27,13 @@ const MAX_DEVICES = 10_000
 export function createDeviceRegistry(deps: {
   store: FrameStore
   connectedIds(): Set<string>
-  now(): Date
+  clock: Clock
 }): DeviceRegistry {
   const lastSeen = new Map<string, string>()
   return {
     seen(deviceId) {
       lastSeen.delete(deviceId)
-      lastSeen.set(deviceId, deps.now().toISOString())
+      lastSeen.set(deviceId, deps.clock.now().toISOString())
       if (lastSeen.size > MAX_DEVICES) lastSeen.delete(lastSeen.keys().next().value!)
     },
     list() {

@@ -1,30 +1,35 @@
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
+import type { InboundMessage } from '../broker/port.ts'
+import type { Clock } from '../clock.ts'
 import { AppError, toAppError } from '../errors.ts'
+import { parseDeviceId } from '../protocol/device-id.ts'
 import { type PromptRequest, parsePromptPayload } from '../protocol/prompt.ts'
-import type { StatusEvent } from '../protocol/status.ts'
-import type { Topics } from '../protocol/topics.ts'
 import type { JobJournal, JournalJob } from '../store/job-journal.ts'
 import { createDeviceJob, type DeviceJobDeps } from './device-job.ts'
-import type { Job, JobQueue } from './queue.ts'
+import type { Job, JobQueue } from './job.ts'
+import type { LastFrame } from './last-frame.ts'
+import type { DeviceOutput } from './output.ts'
 import type { RateLimit } from './rate-limit.ts'
 
 /*
- * What devices send to the bridge: `prompt`, `get` and `cancel` on `<base>/<id>/...`. Runs inside the
- * broker's publish authorisation (before the QoS 1 acknowledgement), so it only validates and queues; the
- * slow work happens in the queue.
+ * What devices send to the bridge: `prompt`, `get` and `cancel`. Runs before the broker acknowledges the
+ * message, so it only validates, records and queues; the slow work happens in the queue. A prompt is written
+ * to the journal before it is queued: a newer prompt that supersedes an older one is on disk before the
+ * older one's end is, so a crash between the two never loses both.
  */
 
 export interface Intake {
   /** Handles one message; the promise settles once what must be on disk is (never rejects). */
-  handle(topic: string, payload: Buffer, clientId: string): Promise<void>
+  handle(msg: InboundMessage): Promise<void>
   /**
-   * Queues a prompt for a device (MQTT or HTTP) and records it on disk: `recorded` resolves once it is
-   * fsync'd, and only then may the caller acknowledge it. Throws an AppError when the prompt is refused.
+   * Records a prompt for a device (MQTT or HTTP) in the journal, then queues it. Resolves once it is on
+   * disk and in line, and only then may the caller acknowledge it. Rejects with an AppError when it is
+   * refused (rate limit, queue full, stopping) or cannot be recorded (E_STORAGE).
    */
-  submitPrompt(deviceId: string, prompt: PromptRequest): { job: Job; recorded: Promise<void> }
+  submitPrompt(deviceId: string, prompt: PromptRequest): Promise<Job>
   /** Queues again the jobs the journal had open at start (same ids, no limits), in their order. */
-  replay(jobs: JournalJob[]): number
+  replay(jobs: readonly JournalJob[]): number
 }
 
 export function newJobId(): string {
@@ -32,36 +37,34 @@ export function newJobId(): string {
 }
 
 export function createIntake(deps: {
-  topics: Topics
   queue: JobQueue
   jobDeps: DeviceJobDeps
-  /** Sends the device's last frame again to its subscribers. */
-  resend(deviceId: string): Promise<boolean>
-  /** Told about every valid device id that sends something, for the device list. */
-  seen(deviceId: string): void
+  output: DeviceOutput
+  lastFrame: LastFrame
   journal: JobJournal
   rateLimit: RateLimit
   rateLimitPerMinute: number
-  now(): Date
+  /** Told about every valid device id that sends something, for the device list. */
+  seen(deviceId: string): void
+  clock: Clock
   log: Logger
 }): Intake {
-  const log = deps.log
+  const { log, clock } = deps
 
   function reject(deviceId: string, err: AppError, requestId?: string | number): void {
-    const event: StatusEvent = { state: 'error', error: err.toJSON() }
-    deps.jobDeps.publishStatus(deviceId, { id: newJobId(), requestId }, event)
+    deps.output.status(deviceId, { id: newJobId(), requestId }, { state: 'error', error: err.toJSON() })
   }
 
-  /** A rejected prompt is the sender's fault (warn), unless it is a bug in the bridge (error, with stack). */
-  function logRejection(err: unknown, deviceId: string, clientId: string): AppError {
+  /** A refused prompt is the sender's fault (warn), unless it is a bug in the bridge (error, with stack). */
+  function logRefusal(err: unknown, deviceId: string, clientId: string): AppError {
     const appErr = toAppError(err)
     if (appErr.code === 'E_INTERNAL')
       log.error({ err, deviceId, clientId }, 'prompt failed inside the bridge')
-    else log.warn({ deviceId, clientId, code: appErr.code, err: appErr.message }, 'prompt rejected')
+    else log.warn({ deviceId, clientId, code: appErr.code, reason: appErr.message }, 'prompt refused')
     return appErr
   }
 
-  function submitPrompt(deviceId: string, prompt: PromptRequest): { job: Job; recorded: Promise<void> } {
+  async function submitPrompt(deviceId: string, prompt: PromptRequest): Promise<Job> {
     deps.seen(deviceId)
     if (!deps.rateLimit.take(deviceId)) {
       throw new AppError(
@@ -69,84 +72,76 @@ export function createIntake(deps: {
         `more than ${deps.rateLimitPerMinute} prompts from ${deviceId} in the last minute (RATE_LIMIT); wait a little`,
       )
     }
+    deps.queue.admit(deviceId)
     const job = createDeviceJob(deps.jobDeps, newJobId(), deviceId, prompt)
-    deps.queue.submit(job)
-    const recorded = deps.journal
-      .add({ id: job.id, deviceId, prompt: { ...prompt }, createdAt: deps.now().toISOString() })
-      .catch((err: unknown) => {
-        // The job runs; only its survival of a crash is lost. Say so loudly: DATA_DIR is full or read-only.
-        log.error(
-          { err, deviceId, jobId: job.id },
-          'could not record the job in DATA_DIR; it will not survive a crash',
-        )
-      })
+    await deps.journal.add({
+      id: job.id,
+      deviceId,
+      prompt: { ...prompt },
+      createdAt: clock.now().toISOString(),
+    })
+    try {
+      // Past QUEUE_MAX only by the prompts that were being written at the same moment.
+      deps.queue.submit(job, { force: true })
+    } catch (err) {
+      deps.journal.end(job.id)
+      throw err
+    }
     log.info({ deviceId, jobId: job.id, prompt: prompt.prompt.slice(0, 200) }, 'prompt queued')
-    return { job, recorded }
+    return job
   }
 
-  function replay(jobs: JournalJob[]): number {
-    for (const saved of jobs) {
-      const job = createDeviceJob(
-        deps.jobDeps,
-        saved.id,
-        saved.deviceId,
-        saved.prompt as unknown as PromptRequest,
-      )
-      deps.queue.submit(job, { force: true })
+  async function handlePrompt(deviceId: string, payload: Buffer, clientId: string): Promise<void> {
+    let prompt: PromptRequest
+    try {
+      prompt = parsePromptPayload(payload)
+    } catch (err) {
+      reject(deviceId, logRefusal(err, deviceId, clientId))
+      return
     }
-    if (jobs.length > 0)
-      log.info({ jobs: jobs.length }, 'unfinished jobs from before the restart queued again')
-    return jobs.length
+    try {
+      await submitPrompt(deviceId, prompt)
+    } catch (err) {
+      reject(deviceId, logRefusal(err, deviceId, clientId), prompt.requestId)
+    }
   }
 
   return {
     submitPrompt,
-    replay,
-    async handle(topic, payload, clientId) {
-      const parsed = deps.topics.parseInbound(topic)
-      if (!parsed) return
-      if (parsed.deviceId === null) {
-        log.warn({ topic, clientId }, 'message for an invalid device id ignored')
-        if (parsed.kind === 'prompt' && parsed.rawId.length <= 128) {
-          reject(
-            parsed.rawId,
-            new AppError(
-              'E_BAD_PROMPT',
-              `device id "${parsed.rawId}" is not allowed: use 1-64 letters, digits, _ or - (not "bridge")`,
-            ),
-          )
-        }
+    replay(jobs) {
+      deps.queue.submitAll(
+        jobs.map((saved) =>
+          createDeviceJob(deps.jobDeps, saved.id, saved.deviceId, saved.prompt as PromptRequest),
+        ),
+      )
+      if (jobs.length > 0)
+        log.info({ jobs: jobs.length }, 'unfinished jobs from before the restart queued again')
+      return jobs.length
+    },
+    async handle(msg) {
+      const { kind, deviceId, clientId } = msg
+      if (deviceId === null) {
+        // No status goes back: its topic would name the invalid id, and a retained status per invented id
+        // would stay in the broker for good. The log says what was wrong.
+        const parsed = parseDeviceId(msg.rawId)
+        log.warn(
+          { kind, clientId, reason: parsed.ok ? 'reserved' : parsed.message },
+          'message for an invalid device id ignored',
+        )
         return
       }
-      const deviceId = parsed.deviceId
       deps.seen(deviceId)
-      switch (parsed.kind) {
-        case 'prompt': {
-          let prompt: PromptRequest
-          try {
-            prompt = parsePromptPayload(payload)
-          } catch (err) {
-            reject(deviceId, logRejection(err, deviceId, clientId))
-            return
-          }
-          let recorded: Promise<void>
-          try {
-            recorded = submitPrompt(deviceId, prompt).recorded
-          } catch (err) {
-            reject(deviceId, logRejection(err, deviceId, clientId), prompt.requestId)
-            return
-          }
-          await recorded
-          return
-        }
+      switch (kind) {
+        case 'prompt':
+          return handlePrompt(deviceId, msg.payload, clientId)
         case 'cancel': {
           const n = deps.queue.cancelDevice(deviceId, 'requested')
           log.info({ deviceId, clientId, cancelled: n }, 'cancel requested')
           return
         }
         case 'get':
-          deps.resend(deviceId).then(
-            (sent) => log.debug({ deviceId, clientId, sent }, 'last frame requested'),
+          deps.lastFrame.resend(deviceId, clientId).then(
+            (clients) => log.debug({ deviceId, clientId, clients }, 'last frame requested'),
             (err: unknown) => log.error({ err, deviceId }, 'resending the last frame failed'),
           )
           return

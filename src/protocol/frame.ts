@@ -1,4 +1,6 @@
 import { crc32, deflateSync, inflateSync } from 'node:zlib'
+import { packedBandBytes, packedRowBytes } from '../image/pack.ts'
+import { PIXEL_FORMATS, type PixelFormat, pixelFormatFromCode } from '../image/pixel-format.ts'
 
 /*
  * Frame chunks (docs/protocol.md, "Frames"). A frame travels as row bands, one MQTT message each: a 24-byte big-endian
@@ -13,12 +15,8 @@ export const HEADER_BYTES = 24
 export const FLAG_ZLIB = 0b01
 /** Flag bit 1: an intermediate picture; a final frame follows. */
 export const FLAG_PREVIEW = 0b10
-export const FORMAT_RGB565_BE = 0
-export const FORMAT_RGB565_LE = 1
 /** zlib window of 2^10 = 1 KiB, so a microcontroller's inflater needs only a small dictionary. */
 export const ZLIB_WINDOW_BITS = 10
-
-export type PixelFormat = typeof FORMAT_RGB565_BE | typeof FORMAT_RGB565_LE
 
 export interface ChunkHeader {
   version: number
@@ -89,8 +87,9 @@ export interface FrameSpec {
   frameId: number
   width: number
   height: number
-  /** width * height RGB565 pixels, two bytes each, in `format` byte order. */
+  /** The frame's pixels packed in `format` (image/pack.ts): rows of packedRowBytes(format, width) bytes. */
   pixels: Uint8Array
+  /** The format's name; its header code is written here and nowhere else. */
   format: PixelFormat
   bandRows: number
   compress: boolean
@@ -99,7 +98,7 @@ export interface FrameSpec {
 
 /** Splits a frame into header-prefixed row bands, ready to publish in order. */
 export function encodeFrame(spec: FrameSpec): Buffer[] {
-  const rowBytes = spec.width * 2
+  const rowBytes = packedRowBytes(spec.format, spec.width)
   if (spec.pixels.length !== rowBytes * spec.height) {
     throw new RangeError(`expected ${rowBytes * spec.height} pixel bytes, got ${spec.pixels.length}`)
   }
@@ -122,7 +121,7 @@ export function encodeFrame(spec: FrameSpec): Buffer[] {
       y,
       w: spec.width,
       h,
-      format: spec.format,
+      format: PIXEL_FORMATS[spec.format].code,
       crc32: crc32(band),
     })
     chunks.push(Buffer.concat([header, body]))
@@ -132,7 +131,7 @@ export function encodeFrame(spec: FrameSpec): Buffer[] {
 
 export interface DecodedChunk {
   header: ChunkHeader
-  /** The band's uncompressed pixels, w * h * 2 bytes. */
+  /** The band's uncompressed pixels, packed in the header's format. */
   pixels: Buffer
 }
 
@@ -140,7 +139,11 @@ export interface DecodedChunk {
 export function decodeChunk(buf: Uint8Array): DecodedChunk {
   const header = decodeHeader(buf)
   const body = Buffer.from(buf.buffer, buf.byteOffset + HEADER_BYTES, buf.length - HEADER_BYTES)
-  const expected = header.w * header.h * 2
+  const format = pixelFormatFromCode(header.format)
+  if (format === undefined) {
+    throw new FrameDecodeError(`band ${header.chunkIndex}: unknown pixel format code ${header.format}`)
+  }
+  const expected = packedBandBytes(format, header.w, header.h)
   let pixels: Buffer
   if (header.flags & FLAG_ZLIB) {
     try {
@@ -165,7 +168,7 @@ export function decodeChunk(buf: Uint8Array): DecodedChunk {
 export interface AssembledFrame {
   frameId: number
   preview: boolean
-  format: number
+  format: PixelFormat
   width: number
   height: number
   pixels: Buffer
@@ -192,7 +195,7 @@ export function createFrameAssembler(): { push(chunk: Uint8Array): AssembledFram
       const frame: AssembledFrame = {
         frameId: header.frameId,
         preview: (header.flags & FLAG_PREVIEW) !== 0,
-        format: header.format,
+        format: pixelFormatFromCode(header.format)!,
         width,
         height,
         pixels: Buffer.concat(bands.map((b) => b.pixels)),

@@ -26,13 +26,22 @@ export interface StatusMessage {
   [field: string]: unknown
 }
 
+/** A status as devices read it: progress to 0.001, the ETA to a tenth of a second. */
+export function rounded(event: StatusEvent): StatusEvent {
+  if (event.state !== 'generating') return event
+  const out: StatusEvent = { state: 'generating' }
+  if (event.progress !== undefined) out.progress = Math.round(event.progress * 1000) / 1000
+  if (event.eta_s !== undefined) out.eta_s = Math.round(event.eta_s * 10) / 10
+  return out
+}
+
 /** Builds the JSON body of one status message. */
 export function statusMessage(
   event: StatusEvent,
   job: { id: string; requestId: string | number | undefined },
   now: Date,
 ): StatusMessage {
-  const { state, ...fields } = event
+  const { state, ...fields } = rounded(event)
   const msg: StatusMessage = { state, job: job.id, ...fields, ts: now.toISOString() }
   if (job.requestId !== undefined) msg.request_id = job.requestId
   return msg

@@ -1,8 +1,6 @@
-/** Device ids as docs/protocol.md, "Devices and topics" fixes them; they become one topic level. */
-export const DEVICE_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/
+import { isDeviceId } from './device-id.ts'
 
-/** `<base>/bridge/...` belongs to the bridge itself, so no device may take that name. */
-export const RESERVED_DEVICE_ID = 'bridge'
+export { DEVICE_ID_PATTERN, RESERVED_DEVICE_ID } from './device-id.ts'
 
 export type DeviceTopicKind = 'prompt' | 'frame' | 'status' | 'get' | 'cancel'
 
@@ -36,8 +34,7 @@ export function createTopics(base: string): Topics {
       if (rest.length !== 2) return null
       const [rawId, kind] = rest as [string, string]
       if (!INBOUND_KINDS.has(kind)) return null
-      const ok = DEVICE_ID_PATTERN.test(rawId) && rawId !== RESERVED_DEVICE_ID
-      return { kind: kind as 'prompt' | 'get' | 'cancel', deviceId: ok ? rawId : null, rawId }
+      return { kind: kind as 'prompt' | 'get' | 'cancel', deviceId: isDeviceId(rawId) ? rawId : null, rawId }
     },
   }
 }

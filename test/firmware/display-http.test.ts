@@ -1,7 +1,7 @@
 import { once } from 'node:events'
 import { connect } from 'node:net'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { encodeFrame, FORMAT_RGB565_BE } from '../../src/protocol/frame.ts'
+import { encodeFrame } from '../../src/protocol/frame.ts'
 import { startBridge, type TestBridge } from '../support/bridge.ts'
 import { type Board, bootMicroPython } from './micropython.ts'
 
@@ -99,7 +99,7 @@ describe('display.py FileSink: no panel', () => {
       width: 240,
       height: 240,
       pixels: px,
-      format: FORMAT_RGB565_BE,
+      format: 'rgb565-be',
       bandRows: 20,
       compress: true,
       preview: false,

@@ -1,5 +1,5 @@
 import { beforeEach, describe, expect, it } from 'vitest'
-import { encodeFrame, FORMAT_RGB565_BE } from '../../src/protocol/frame.ts'
+import { encodeFrame } from '../../src/protocol/frame.ts'
 import { type Board, bootMicroPython } from './micropython.ts'
 
 /*
@@ -54,7 +54,7 @@ function deliverFrame(frameId: number, topic = 'pico/kitchen/frame'): Buffer {
     width: 240,
     height: 240,
     pixels: px,
-    format: FORMAT_RGB565_BE,
+    format: 'rgb565-be',
     bandRows: 20,
     compress: frameId % 2 === 0,
     preview: false,
@@ -163,6 +163,34 @@ describe('main.py: incoming messages', () => {
     board.run('at(0)\nnet.inbox[0] = (net.inbox[0][0], net.inbox[0][1][:5000])\nnet.inbox[1:] = []\ndrain()')
     expect(logs().at(-1)).toBe('band dropped: size')
     expect(board.values('out(dev.dropped)')).toEqual([1])
+  })
+
+  it('with BAND_ROWS = 10 draws 20-row raw bands, and drops 20-row compressed ones as size', () => {
+    // What the firmware README says happens when the board's BAND_ROWS is smaller than the bridge's: the
+    // setting only sizes the inflate buffer, so raw bands of any height are drawn from umqtt's message.
+    board.run('cfg10 = Cfg()\ncfg10.BAND_ROWS = 10')
+    board.run('dev = main.Device(cfg10, lambda: Client(net), disp, clock, logs.append)\nat(0)\ndrain()')
+    deliverFrame(7) // odd frame ids are sent raw
+    board.run('drain()')
+    expect(logs()).toContain('frame 7 drawn')
+    expect(board.values('out(len(disp.bands))')).toEqual([12])
+    deliverFrame(8) // even ones compressed: 9,600 bytes do not fit the 4,800-byte buffer
+    board.run('drain()')
+    expect(logs().filter((l) => l === 'band dropped: size')).toHaveLength(12)
+  })
+
+  it('reports a MemoryError inside umqtt as a lost connection and tries again', () => {
+    // On a Pico W, umqtt reads each message into one block (sock.read(sz)): a 9,624-byte band on a
+    // fragmented heap raises MemoryError in check_msg, before the decoder ever sees the band.
+    board.run('at(0)')
+    board.run(`
+def no_memory():
+    raise MemoryError("memory allocation failed, allocating 9625 bytes")
+dev.client.check_msg = no_memory
+at(10)`)
+    expect(logs().at(-1)).toBe(
+      "connection lost (MemoryError('memory allocation failed, allocating 9625 bytes',)); retry in 1 s",
+    )
   })
 
   it('turns each status into text: queued, percent, sending, done, cancelled, error', () => {

@@ -2,6 +2,8 @@ import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { pino } from 'pino'
 import { describe, expect, it } from 'vitest'
+import { systemClock } from '../../src/clock.ts'
+import { createEventBus } from '../../src/events.ts'
 import type { GenerateResult, Generator } from '../../src/generator/types.ts'
 import { createAwaitedJob } from '../../src/jobs/awaited-job.ts'
 import { createJobQueue } from '../../src/jobs/queue.ts'
@@ -28,7 +30,10 @@ describe('finished jobs', () => {
       retries: 0,
       supersedeRunning: true,
       log: pino({ level: 'silent' }),
+      clock: systemClock,
+      events: createEventBus(pino({ level: 'silent' })),
       stateOf: () => 'up',
+      idOf: () => 'big',
     })
     let ref: WeakRef<GenerateResult> | undefined
     const ids: string[] = []

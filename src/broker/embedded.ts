@@ -2,13 +2,17 @@ import { once } from 'node:events'
 import { createServer, type Server, type Socket } from 'node:net'
 import { Aedes, type AuthorizePublishHandler, type Client } from 'aedes'
 import type { Logger } from 'pino'
-import { createFrameDelivery, type FrameDelivery } from './delivery.ts'
+import type { Topics } from '../protocol/topics.ts'
+import { topicMatches } from '../protocol/topics.ts'
+import { createFrameDelivery } from './delivery.ts'
 import { guardPacketSize } from './packet-guard.ts'
+import type { BrokerHandlers, BrokerPort } from './port.ts'
+import { deviceOfFilter, subscribedDeviceIds } from './presence.ts'
 
 /*
- * The embedded MQTT broker (Aedes 1.x, MQTT 3.1.1): the only module that talks to Aedes. It hands the
- * messages devices send to the bridge to `onInbound`, publishes retained status, and delivers frames
- * through the per-client outboxes of delivery.ts.
+ * The embedded MQTT broker (Aedes 1.x, MQTT 3.1.1), the first adapter of the broker port and the only module
+ * that talks to Aedes. Messages devices send to the bridge go to the port's handlers inside Aedes' publish
+ * authorisation, so the PUBACK waits for them; frames go out through the per-client outboxes of delivery.ts.
  */
 
 /** Aedes destroys a client whose socket has not drained for this long (its default of 60 s is too lenient). */
@@ -25,52 +29,24 @@ const RETAINED_SEQUENCE_ID = 'pico-a1111-bridge/retained'
 /** How long clients get to read what is left and close on a stop. */
 const SOCKET_END_GRACE_MS = 1_000
 
-export interface InboundMessage {
-  topic: string
-  payload: Buffer
-  clientId: string
-}
-
-export interface BrokerOptions {
+export interface EmbeddedBrokerOptions {
   host: string
   port: number
   maxPacketBytes: number
 }
 
-export interface BrokerEvents {
-  /**
-   * A message from a client on a topic the bridge reads. The broker acknowledges it (QoS 1 PUBACK) once the
-   * promise settles, so what the handler records is recorded before the sender hears it arrived.
-   */
-  onInbound(msg: InboundMessage): Promise<void>
-  /** A client subscribed; `filters` are the ones granted. */
-  onSubscribe(client: Client, filters: string[]): void
-  onClientChange?(connected: number): void
-}
-
-export interface EmbeddedBroker {
-  start(): Promise<{ port: number }>
-  stop(): Promise<void>
-  /** Publishes a retained message through the broker (status, bridge state). */
-  publishRetained(topic: string, payload: string | Buffer): Promise<void>
-  readonly delivery: FrameDelivery
-  connectedClients(): number
-  /** The connected clients, for working out which devices are online. */
-  clients(): Iterable<Client>
-}
-
 export function createEmbeddedBroker(
-  options: BrokerOptions,
-  events: BrokerEvents,
-  deps: { log: Logger; isInbound: (topic: string) => boolean; onChunkSent?: (bytes: number) => void },
-): EmbeddedBroker {
-  const log = deps.log
+  options: EmbeddedBrokerOptions,
+  deps: { log: Logger; topics: Topics; onChunkSent?: (bytes: number) => void },
+): BrokerPort {
+  const { log, topics } = deps
   const clients = new Map<string, Client>()
+  const sockets = new Set<Socket>()
   let aedes: Aedes | null = null
   let server: Server | null = null
-  let stopping: Promise<void> | null = null
+  let handlers: BrokerHandlers | null = null
+  let closing: Promise<void> | null = null
   let retainedSequence = 0
-  const sockets = new Set<Socket>()
 
   const delivery = createFrameDelivery({
     clients: () => clients.values(),
@@ -84,15 +60,17 @@ export function createEmbeddedBroker(
       callback(new Error('$SYS topics are reserved for the broker'))
       return
     }
-    if (!client || !deps.isInbound(packet.topic)) {
+    const inbound = client && handlers ? topics.parseInbound(packet.topic) : null
+    if (!client || !inbound || !handlers) {
       callback(null)
       return
     }
+    const { kind, deviceId, rawId } = inbound
     // The acknowledgement (QoS 1 PUBACK) waits for intake, which has the prompt on disk by then. Only this
     // client's next packets wait meanwhile; other clients are not held up.
     Promise.resolve()
       .then(() =>
-        events.onInbound({ topic: packet.topic, payload: toBuffer(packet.payload), clientId: client.id }),
+        handlers?.inbound({ kind, deviceId, rawId, payload: toBuffer(packet.payload), clientId: client.id }),
       )
       .catch((err: unknown) => {
         // A bug in intake must not cost the client its connection; the message is logged and acknowledged.
@@ -101,41 +79,72 @@ export function createEmbeddedBroker(
       .finally(() => callback(null))
   }
 
+  /** Tells the handlers about each device whose frame topic a new subscription covers, once per device. */
+  function frameSubscriptions(client: Client, filters: string[]): void {
+    const notified = new Set<string>()
+    for (const filter of filters) {
+      const deviceId = deviceOfFilter(filter, topics.base)
+      if (deviceId === undefined || notified.has(deviceId)) continue
+      if (!topicMatches(filter, topics.device(deviceId, 'frame'))) continue
+      notified.add(deviceId)
+      handlers?.frameSubscribed(deviceId, client.id)
+    }
+  }
+
   function trackClients(broker: Aedes): void {
     broker.on('clientReady', (client) => {
       clients.set(client.id, client)
       log.debug({ clientId: client.id, clean: client.clean }, 'client connected')
-      events.onClientChange?.(clients.size)
     })
     broker.on('clientDisconnect', (client) => {
       if (clients.get(client.id) === client) clients.delete(client.id)
       delivery.forget(client)
       log.debug({ clientId: client.id }, 'client disconnected')
-      events.onClientChange?.(clients.size)
     })
     broker.on('subscribe', (subs, client) => {
       // Aedes reports a refused subscription with the SUBACK failure code 128 in place of a QoS.
       const granted = subs.filter((s) => (s.qos as number) !== 128).map((s) => s.topic)
-      if (granted.length > 0) events.onSubscribe(client, granted)
+      if (granted.length > 0) frameSubscriptions(client, granted)
     })
     broker.on('clientError', (client, err) => {
-      log.debug({ clientId: client.id, err: err.message }, 'client error')
+      log.debug({ clientId: client.id, reason: err.message }, 'client error')
     })
     broker.on('connectionError', (_client, err) => {
-      log.debug({ err: err.message }, 'connection error')
+      log.debug({ reason: err.message }, 'connection error')
+    })
+  }
+
+  function publishRetained(topic: string, payload: string): Promise<void> {
+    const broker = aedes
+    if (!broker) return Promise.reject(new Error('the broker is not open'))
+    return new Promise((resolve, reject) => {
+      broker.publish(
+        {
+          cmd: 'publish',
+          topic,
+          payload: Buffer.from(payload),
+          qos: 1,
+          retain: true,
+          dup: false,
+          ...{ brokerId: RETAINED_SEQUENCE_ID, brokerCounter: ++retainedSequence },
+        },
+        (err) => (err ? reject(err) : resolve()),
+      )
     })
   }
 
   return {
-    delivery,
-    connectedClients: () => clients.size,
-    clients: () => clients.values(),
-
-    async start() {
+    async open(h) {
+      handlers = h
       const broker = new Aedes({ authorizePublish, drainTimeout: DRAIN_TIMEOUT_MS, concurrency: 1000 })
       await broker.listen()
       trackClients(broker)
       aedes = broker
+    },
+
+    async listen() {
+      const broker = aedes
+      if (!broker) throw new Error('the broker is not open')
       const srv = createServer((socket) => {
         sockets.add(socket)
         socket.once('close', () => sockets.delete(socket))
@@ -159,27 +168,8 @@ export function createEmbeddedBroker(
       return { port: typeof address === 'object' && address ? address.port : options.port }
     },
 
-    publishRetained(topic, payload) {
-      const broker = aedes
-      if (!broker) return Promise.reject(new Error('broker is not running'))
-      return new Promise((resolve, reject) => {
-        broker.publish(
-          {
-            cmd: 'publish',
-            topic,
-            payload: Buffer.from(payload),
-            qos: 1,
-            retain: true,
-            dup: false,
-            ...{ brokerId: RETAINED_SEQUENCE_ID, brokerCounter: ++retainedSequence },
-          },
-          (err) => (err ? reject(err) : resolve()),
-        )
-      })
-    },
-
-    stop() {
-      stopping ??= (async () => {
+    close() {
+      closing ??= (async () => {
         const srv = server
         const broker = aedes
         if (srv) srv.close()
@@ -188,9 +178,30 @@ export function createEmbeddedBroker(
         await endSockets(sockets, SOCKET_END_GRACE_MS)
         if (broker) await new Promise<void>((resolve) => broker.close(() => resolve()))
         clients.clear()
+        aedes = null
       })()
-      return stopping
+      return closing
     },
+
+    publishStatus: (deviceId, body) => publishRetained(topics.device(deviceId, 'status'), body),
+    publishBridgeState: (state) => publishRetained(topics.bridgeState, JSON.stringify({ state })),
+
+    sendFrame(deviceId, chunks, target = {}) {
+      const topic = topics.device(deviceId, 'frame')
+      const only = target.onlyClientId === undefined ? undefined : clients.get(target.onlyClientId)
+      if (only && delivery.grantedQos(only, topic) !== null) {
+        return delivery.sendTo(only, topic, chunks, target.tag) ? 1 : 0
+      }
+      if (target.tag === undefined) return delivery.send(topic, chunks)
+      let count = 0
+      for (const client of clients.values()) if (delivery.sendTo(client, topic, chunks, target.tag)) count++
+      return count
+    },
+
+    connectedDeviceIds: () => subscribedDeviceIds(clients.values(), topics.base),
+    connectedClients: () => clients.size,
+    queuedChunks: () => delivery.queuedChunks(),
+    report: () => ({ kind: 'embedded', clients: clients.size, queued_chunks: delivery.queuedChunks() }),
   }
 }
 

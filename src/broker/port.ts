@@ -1,0 +1,61 @@
+/*
+ * What the daemon needs from MQTT, whichever broker carries it: messages devices send to the bridge (with an
+ * acknowledgement that waits for the journal), retained status, frames to a device's subscribers, who is
+ * connected, and the bridge's own state. The embedded Aedes broker (embedded.ts) is the first adapter.
+ */
+
+export type InboundKind = 'prompt' | 'get' | 'cancel'
+
+export interface InboundMessage {
+  kind: InboundKind
+  /** The device the topic names, or null when the topic's id breaks the device-id rule (`rawId` has it). */
+  deviceId: string | null
+  rawId: string
+  payload: Buffer
+  /** The MQTT client that sent it, for logs and for sending a frame to the one who asked. */
+  clientId: string
+}
+
+export interface BrokerHandlers {
+  /**
+   * A message on a topic the bridge reads. The broker acknowledges it (the QoS 1 PUBACK) only once the
+   * promise settles, so what the handler records is on disk before the sender hears it arrived.
+   */
+  inbound(msg: InboundMessage): Promise<void>
+  /** A client's new subscription covers a device's frame topic: it should get the last frame once. */
+  frameSubscribed(deviceId: string, clientId: string): void
+}
+
+export interface FrameTarget {
+  /** Only this client, when the broker can tell it is subscribed (everyone subscribed otherwise). */
+  onlyClientId?: string | undefined
+  /** The frame's identity: a resend is not queued again for a client still receiving the same frame. */
+  tag?: string | undefined
+}
+
+export interface BrokerReport {
+  kind: 'embedded'
+  clients: number
+  queued_chunks: number
+}
+
+export interface BrokerPort {
+  /** Ready to publish (retained status is kept for later subscribers) but not yet taking connections. */
+  open(handlers: BrokerHandlers): Promise<void>
+  /** Takes connections; the port is the real one when the settings said 0. */
+  listen(): Promise<{ port: number }>
+  /** Stops taking connections, lets clients read what was written, and closes. */
+  close(): Promise<void>
+  /** Publishes a device's status, retained, so a device that connects later reads its last state. */
+  publishStatus(deviceId: string, body: string): Promise<void>
+  /** The bridge's own retained state (`<base>/bridge/state`). */
+  publishBridgeState(state: 'online' | 'offline'): Promise<void>
+  /** Hands a frame's chunks to the subscribers of the device's frame topic. Returns how many get it. */
+  sendFrame(deviceId: string, chunks: readonly Buffer[], options?: FrameTarget): number
+  /** Device ids that a connected client subscribed under (the displays that are online). */
+  connectedDeviceIds(): Set<string>
+  connectedClients(): number
+  /** Frame chunks waiting for slow clients. */
+  queuedChunks(): number
+  report(): BrokerReport
+}

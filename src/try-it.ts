@@ -1,0 +1,15 @@
+import type { Config } from './config/schema.ts'
+
+/**
+ * The line for people, logged after `listening`: the two commands that show the bridge working, with the
+ * real ports and the host a client on this machine reaches.
+ */
+export function tryItLine(config: Config, ports: { mqttPort: number }): string {
+  const host = config.MQTT_HOST === '0.0.0.0' || config.MQTT_HOST === '::' ? '127.0.0.1' : config.MQTT_HOST
+  const url = `mqtt://${host.includes(':') ? `[${host}]` : host}:${ports.mqttPort}`
+  return (
+    `try it: npx pico-a1111-bridge device --id demo --url ${url} --prompt "a red fox" ` +
+    `(draws the frame into frame.png), and watch the statuses with ` +
+    `mosquitto_sub -h ${host} -p ${ports.mqttPort} -t '${config.BASE_TOPIC}/+/status' -v`
+  )
+}

@@ -21,13 +21,14 @@ DISPLAY = "st7789"
 WIDTH = 240
 HEIGHT = 240
 ROTATION = 0
-COLOR_ORDER = "RGB"          # st7789 only: "BGR" if red and blue come out swapped
+COLOR_ORDER = "BGR"          # st7789 only: the Pico-LCD-1.3's order (st7789py's default); "RGB" if red and blue swap
 FRAME_FILE = "frame.bmp"     # DISPLAY = "none" only
 
-# SPI wiring. These pins are the Waveshare Pico-LCD-1.3's (SPI1); use the same for a GC9A01 module.
+# SPI wiring. These are the Waveshare Pico-LCD-1.3's settings (SPI1, as in st7789py's own config for it);
+# use the same pins for a GC9A01 module.
 SPI_ID = 1
 SPI_BAUD = 60_000_000        # lower it (e.g. 20_000_000) for long jumper wires
-SPI_POLARITY = 0             # 1 for ST7789 boards without a CS pin
+SPI_POLARITY = 1             # the Pico-LCD-1.3's (st7789py's tft_configs/waveshare_13); a GC9A01 module works with 0 or 1
 PIN_SCK = 10
 PIN_MOSI = 11
 PIN_CS = 9
@@ -35,7 +36,8 @@ PIN_DC = 8
 PIN_RST = 12
 PIN_BL = 13
 
-# Largest band the bridge sends, in rows: its BAND_ROWS (20 by default; set 10 on the bridge for a Pico W)
+# The bridge's BAND_ROWS (20 by default; set 10 on the bridge for a Pico W). It only sizes the buffer that
+# compressed bands (FRAME_COMPRESS) are inflated into; the bridge's setting decides the size of each message.
 BAND_ROWS = 20
 SHOW_PREVIEWS = True         # draw intermediate pictures while a prompt is generating
 

@@ -432,7 +432,7 @@ def run():
     wlan = network.WLAN(network.STA_IF)
     wlan.active(True)
     try:
-        wlan.config(pm=0xA11140)  # no Wi-Fi power saving: bands arrive without 100 ms naps in between
+        wlan.config(pm=wlan.PM_NONE)  # no Wi-Fi power saving: bands arrive without 100 ms naps in between
     except Exception:
         pass
 

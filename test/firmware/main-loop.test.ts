@@ -193,6 +193,34 @@ at(10)`)
     )
   })
 
+  it('with BAND_ROWS = 10 draws 20-row raw bands, and drops 20-row compressed ones as size', () => {
+    // What the firmware README says happens when the board's BAND_ROWS is smaller than the bridge's: the
+    // setting only sizes the inflate buffer, so raw bands of any height are drawn from umqtt's message.
+    board.run('cfg10 = Cfg()\ncfg10.BAND_ROWS = 10')
+    board.run('dev = main.Device(cfg10, lambda: Client(net), disp, clock, logs.append)\nat(0)\ndrain()')
+    deliverFrame(7) // odd frame ids are sent raw
+    board.run('drain()')
+    expect(logs()).toContain('frame 7 drawn')
+    expect(board.values('out(len(disp.bands))')).toEqual([12])
+    deliverFrame(8) // even ones compressed: 9,600 bytes do not fit the 4,800-byte buffer
+    board.run('drain()')
+    expect(logs().filter((l) => l === 'band dropped: size')).toHaveLength(12)
+  })
+
+  it('reports a MemoryError inside umqtt as a lost connection and tries again', () => {
+    // On a Pico W, umqtt reads each message into one block (sock.read(sz)): a 9,624-byte band on a
+    // fragmented heap raises MemoryError in check_msg, before the decoder ever sees the band.
+    board.run('at(0)')
+    board.run(`
+def no_memory():
+    raise MemoryError("memory allocation failed, allocating 9625 bytes")
+dev.client.check_msg = no_memory
+at(10)`)
+    expect(logs().at(-1)).toBe(
+      "connection lost (MemoryError('memory allocation failed, allocating 9625 bytes',)); retry in 1 s",
+    )
+  })
+
   it('turns each status into text: queued, percent, sending, done, cancelled, error', () => {
     const texts = board.values(`
 for s in [

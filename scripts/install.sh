@@ -12,7 +12,8 @@ readonly NAME=pico-a1111-bridge
 readonly NEED_MAJOR=22 NEED_MINOR=19
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly SRC
-# What goes into the install directory; missing entries are skipped (firmware-examples may not exist yet).
+# What goes into the install directory. Every entry must exist in the checkout: a missing one stops the
+# install instead of leaving out, say, the licence that package.json names.
 readonly PAYLOAD=(bin src package.json package-lock.json README.md LICENSE docs deploy scripts firmware-examples)
 
 usage() {
@@ -97,7 +98,11 @@ system() {
 
 check_host() {
   if [ -n "$ROOT" ]; then
-    say "installing into the scratch root $ROOT (nothing outside it changes)"
+    if [ "$ACTION" = install ]; then
+      say "installing into the scratch root $ROOT (nothing outside it changes)"
+    else
+      say "removing from the scratch root $ROOT (nothing outside it changes)"
+    fi
     return
   fi
   [ "$(id -u)" = 0 ] || die "run as root: sudo $0 ${ARGS[*]}"
@@ -213,9 +218,9 @@ install_code() {
   cleanup_dirs+=("$stage" "$old")
   mkdir -p "$stage"
   for item in "${PAYLOAD[@]}"; do
-    if [ -e "$SRC/$item" ]; then cp -R "$SRC/$item" "$stage/"; fi
+    [ -e "$SRC/$item" ] || die "$SRC/$item is missing: is this a complete pico-a1111-bridge checkout?"
+    cp -R "$SRC/$item" "$stage/"
   done
-  # Readable by the service user, writable by root only, whoever owned the checkout.
   install_deps "$stage"
   # dist/: the sources as plain JavaScript, which the unit runs (about 25 MB less memory than running the
   # .ts files). Built by the service's own Node, no dev dependency needed.

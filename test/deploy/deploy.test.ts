@@ -175,6 +175,7 @@ describe('the installer into a scratch root', () => {
       'src/main.ts',
       'package.json',
       'package-lock.json',
+      'LICENSE',
     ]) {
       expect(existsSync(join(opt, file)), file).toBe(true)
     }
@@ -252,6 +253,8 @@ describe('the installer into a scratch root', () => {
 
     const r = install(['--root', root, '--uninstall'])
     expect(r.status, r.stderr).toBe(0)
+    expect(r.stdout).toContain(`==> removing from the scratch root ${realpathSync(root)}`)
+    expect(r.stdout).not.toContain('installing')
     expect(r.stdout).toContain(`would run: systemctl disable --now ${NAME}.service`)
     expect(existsSync(join(root, 'opt', NAME))).toBe(false)
     expect(existsSync(join(root, 'etc/systemd/system', `${NAME}.service`))).toBe(false)
@@ -273,6 +276,20 @@ describe('the installer into a scratch root', () => {
     expect(r.stderr).toContain('older than 22.19')
     expect(r.stderr).toContain('setup_24.x')
     expect(r.stderr).toContain('npm install --prefix /opt/node24 node@24')
+  })
+
+  it('copies only what exists: every entry of its file list is in the checkout', () => {
+    const m = /^readonly PAYLOAD=\(([^)]*)\)$/m.exec(read(INSTALL))
+    expect(m, 'readonly PAYLOAD=(...) in scripts/install.sh').not.toBeNull()
+    const payload = m![1]!.trim().split(/\s+/)
+    expect(payload).toContain('LICENSE')
+    for (const entry of payload) expect(existsSync(join(REPO, entry)), entry).toBe(true)
+    // The licence package.json names, in full.
+    const pkg = JSON.parse(read(join(REPO, 'package.json'))) as { license: string }
+    expect(pkg.license).toBe('MIT')
+    expect(read(join(REPO, 'LICENSE'))).toMatch(
+      /^MIT License\n[\s\S]*Permission is hereby granted, free of charge/,
+    )
   })
 
   it('answers --help and rejects unknown options', () => {
@@ -383,22 +400,70 @@ describe('the nginx configuration', () => {
     expect(r.status).toBe(0)
   })
 
-  it('nginx -t accepts the MQTT TLS stream block at the top level, with the stream module', () => {
+  /** The line that loads nginx's stream module where it is a separate module (Debian, Ubuntu). */
+  function streamModule(): string {
     const nginx = need('nginx', 'nginx')
     const build = run(nginx, ['-V']).stderr
-    let loadModule = ''
     if (build.includes('--with-stream=dynamic')) {
       const module = '/usr/lib/nginx/modules/ngx_stream_module.so'
       if (!existsSync(module)) {
         throw new Error(`${module} is missing: run \`apt-get install -y libnginx-mod-stream\``)
       }
-      loadModule = `load_module ${module};`
-    } else if (!/--with-stream(\s|$)/.test(build)) {
+      return `load_module ${module};`
+    }
+    if (!/--with-stream(\s|$)/.test(build)) {
       throw new Error('this nginx has no stream module: run `apt-get install -y libnginx-mod-stream`')
     }
+    return ''
+  }
+
+  it('nginx -t accepts the MQTT TLS stream block at the top level, with the stream module', () => {
+    const loadModule = streamModule()
     const included = join(scratchDir('stream'), 'stream.conf')
     writeFileSync(included, withCertificate(read(STREAM), certificate()))
     const r = nginxTest('stream', `${loadModule}\ninclude ${included};`)
+    expect(r.stderr).toContain('test is successful')
+    expect(r.status).toBe(0)
+  })
+
+  it('the MQTT TLS stream file says itself how to make the certificate it names', () => {
+    const text = read(STREAM)
+    const named = (key: string) => {
+      const m = new RegExp(`^\\s*${key} (\\S+);`, 'm').exec(text)
+      expect(m, key).not.toBeNull()
+      return m![1]!
+    }
+    const crt = named('ssl_certificate')
+    const key = named('ssl_certificate_key')
+    // The same pair as the HTTPS block of the site file, so one certificate serves both.
+    expect(read(SITE)).toContain(`ssl_certificate ${crt};`)
+    expect(read(SITE)).toContain(`ssl_certificate_key ${key};`)
+    // The commented commands (`#   sudo ...`, with their continuation lines) that make the pair.
+    const commands: string[] = []
+    let current: string | undefined
+    for (const line of text.split('\n')) {
+      const m = /^#\s+(sudo .*)$/.exec(line)
+      const body = current === undefined ? m?.[1] : line.replace(/^#\s*/, '')
+      if (body === undefined) continue
+      current = `${current ?? ''}${body.replace(/\\$/, '')}`
+      if (!body.endsWith('\\')) {
+        commands.push(current)
+        current = undefined
+      }
+    }
+    const making = commands.filter((c) => c.includes(crt) || c.includes(key))
+    expect(making.join('\n')).toContain('openssl req')
+    // Run them into a scratch directory instead of /etc/nginx/ssl, as root would but without sudo.
+    const sslDir = crt.slice(0, crt.lastIndexOf('/'))
+    const scratchSsl = join(scratchDir('stream-cert'), 'ssl')
+    need('openssl', 'openssl')
+    for (const command of making) {
+      const r = run('bash', ['-c', command.replaceAll('sudo ', '').replaceAll(sslDir, scratchSsl)])
+      expect(r.status, `${command}\n${r.stderr}`).toBe(0)
+    }
+    const included = join(scratchDir('stream-own-cert'), 'stream.conf')
+    writeFileSync(included, text.replaceAll(sslDir, scratchSsl))
+    const r = nginxTest('stream-own-cert', `${streamModule()}\ninclude ${included};`)
     expect(r.stderr).toContain('test is successful')
     expect(r.status).toBe(0)
   })

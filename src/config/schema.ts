@@ -136,6 +136,10 @@ export const configSchema = z
       })
       .default('pico'),
     DATA_DIR: z.string().trim().min(1, { error: 'must not be empty' }).default('./data'),
+    /** Days a display's last frame is kept in DATA_DIR after it was last made or sent; then it is forgotten. */
+    FRAME_KEEP_DAYS: int(1, 36_500).default(30),
+    /** Bytes of last frames kept in DATA_DIR over all displays; past it the least recently used are forgotten. */
+    FRAME_STORE_MAX_BYTES: int(1_048_576, 2 ** 40).default(256 * 1024 * 1024),
     LOG_LEVEL: z
       .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
         error: 'must be one of fatal, error, warn, info, debug, trace, silent',

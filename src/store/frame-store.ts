@@ -1,31 +1,60 @@
-import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises'
+import { type FileHandle, mkdir, open, readdir, rename, rm, utimes } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
+import { z } from 'zod'
+import { AppError } from '../errors.ts'
+import { packedRowBytes } from '../image/pack.ts'
+import { PIXEL_FORMAT_NAMES } from '../image/pixel-format.ts'
+import { DEVICE_ID_PATTERN, RESERVED_DEVICE_ID } from '../protocol/topics.ts'
+import { storageReason } from './job-journal.ts'
 
 /*
  * The last finished frame of each device, kept in DATA_DIR/frames so that a display that reboots, or a
  * daemon that restarts, can show the last picture at once. One file per device: a small JSON header and the
- * RGB565 pixels, written to a temporary file, fsync'd and renamed over the old one, so a crash leaves either
+ * packed pixels, written to a temporary file, fsync'd and renamed over the old one, so a crash leaves either
  * the old frame or the new one, never half of each.
+ *
+ * Any device id can leave a file here, so the store is bounded (issue 13, "Disk use grows with every device
+ * id"): a display whose frame was neither made nor sent for FRAME_KEEP_DAYS is forgotten, and past
+ * FRAME_STORE_MAX_BYTES the least recently used frames go first. Files are input like any other: a header
+ * that does not describe its pixels (a width of 115200) is reported and skipped, never sent.
  */
 
 const MAGIC = Buffer.from('PFS1')
+/** The same bounds as TARGET_WIDTH and TARGET_HEIGHT. */
+const MAX_SIDE = 2048
+const MAX_HEADER_BYTES = 64 * 1024
+const DAY_MS = 24 * 3600 * 1000
 
-export interface FrameMeta {
-  deviceId: string
-  frameId: number
-  width: number
-  height: number
-  format: 'rgb565-be' | 'rgb565-le'
-  seed: number
-  jobId: string
-  prompt: string
-  finishedAt: string
-}
+const isDeviceId = (id: string) => DEVICE_ID_PATTERN.test(id) && id !== RESERVED_DEVICE_ID
+
+const side = z.number().int().min(1).max(MAX_SIDE)
+const metaSchema = z.object({
+  deviceId: z.string().refine(isDeviceId, { error: 'not a device id' }),
+  frameId: z.number().int().min(0).max(0xffff),
+  width: side,
+  height: side,
+  format: z.enum(PIXEL_FORMAT_NAMES),
+  seed: z.number(),
+  jobId: z.string().max(64),
+  prompt: z.string(),
+  finishedAt: z.string(),
+})
+
+export type FrameMeta = z.infer<typeof metaSchema>
 
 export interface StoredFrame extends FrameMeta {
   pixels: Buffer
 }
+
+export interface FrameStoreLimits {
+  /** Days a display's frame is kept after it was last made or sent (FRAME_KEEP_DAYS). */
+  keepDays: number
+  /** Bytes of frame files kept in all (FRAME_STORE_MAX_BYTES); the least recently used go first. */
+  maxBytes: number
+}
+
+export const DEFAULT_FRAME_STORE_LIMITS: FrameStoreLimits = { keepDays: 30, maxBytes: 256 * 1024 * 1024 }
 
 export interface FrameStore {
   /** Reads the headers of every stored frame; bad files are reported and skipped. */
@@ -34,54 +63,172 @@ export interface FrameStore {
   all(): FrameMeta[]
   /** Reads one device's frame from disk; undefined when there is none (or it became unreadable). */
   read(deviceId: string): Promise<StoredFrame | undefined>
+  /** Keeps the device's frame; rejects with E_STORAGE when DATA_DIR cannot take it. */
   save(frame: StoredFrame): Promise<void>
   /** The frame id the device's next frame gets: +1 per frame, wrapping at 65535 (docs/protocol.md, "Frames"). */
   nextFrameId(deviceId: string): number
+  /** Removes the device's frame file and everything the store knows of it. False when there was nothing. */
+  forget(deviceId: string): Promise<boolean>
+  /** Forgets displays unused for longer than keepDays, then the least recently used past maxBytes. */
+  sweep(now: Date): Promise<{ forgotten: string[] }>
+  /** Bytes of the frame files kept. */
+  bytes(): number
 }
 
-export function createFrameStore(dataDir: string, deps: { log: Logger }): FrameStore {
+interface Kept {
+  meta: FrameMeta
+  bytes: number
+  /** When the frame was last made or sent (ms since the epoch), for keepDays and least recently used. */
+  usedAt: number
+}
+
+/** Bytes of a frame's packed pixels, as the header's format, width and height say. */
+function pixelBytes(meta: Pick<FrameMeta, 'format' | 'width' | 'height'>): number {
+  return packedRowBytes(meta.format, meta.width) * meta.height
+}
+
+/** Reads and checks a frame file's header; the file's size must be exactly header plus pixels. */
+async function readHeader(
+  handle: FileHandle,
+  deviceId: string,
+): Promise<{ meta: FrameMeta; offset: number }> {
+  const { size } = await handle.stat()
+  const head = Buffer.alloc(8)
+  if (size < 8 || (await handle.read(head, 0, 8, 0)).bytesRead < 8 || !head.subarray(0, 4).equals(MAGIC))
+    throw new Error('not a frame file')
+  const metaLength = head.readUInt32BE(4)
+  if (metaLength > MAX_HEADER_BYTES || 8 + metaLength > size) throw new Error('truncated header')
+  const json = Buffer.alloc(metaLength)
+  await handle.read(json, 0, metaLength, 8)
+  let raw: unknown
+  try {
+    raw = JSON.parse(json.toString('utf8'))
+  } catch {
+    throw new Error('header is not JSON')
+  }
+  const parsed = metaSchema.safeParse(raw)
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]
+    throw new Error(`header field ${issue?.path.join('.') || '?'}: ${issue?.message ?? 'not valid'}`)
+  }
+  const meta = parsed.data
+  if (meta.deviceId !== deviceId) throw new Error('header names another device')
+  if (size !== 8 + metaLength + pixelBytes(meta))
+    throw new Error(`${size - 8 - metaLength} bytes of pixels where the header says ${pixelBytes(meta)}`)
+  return { meta, offset: 8 + metaLength }
+}
+
+export function createFrameStore(
+  dataDir: string,
+  deps: { log: Logger; now?: () => Date },
+  limits: FrameStoreLimits = DEFAULT_FRAME_STORE_LIMITS,
+): FrameStore {
   const dir = join(dataDir, 'frames')
-  const metas = new Map<string, FrameMeta>()
+  const now = deps.now ?? (() => new Date())
+  /** In least recently used order: a frame made or sent moves to the end. */
+  const kept = new Map<string, Kept>()
   const lastIds = new Map<string, number>()
+  let totalBytes = 0
   const fileOf = (deviceId: string) => join(dir, `${deviceId}.frame`)
 
-  async function readFrameFile(path: string): Promise<StoredFrame> {
-    const buf = await readFile(path)
-    if (buf.length < 8 || !buf.subarray(0, 4).equals(MAGIC)) throw new Error('not a frame file')
-    const metaLength = buf.readUInt32BE(4)
-    if (8 + metaLength > buf.length) throw new Error('truncated header')
-    const meta = JSON.parse(buf.subarray(8, 8 + metaLength).toString('utf8')) as FrameMeta
-    const pixels = buf.subarray(8 + metaLength)
-    if (pixels.length !== meta.width * meta.height * 2) throw new Error('truncated pixels')
-    return { ...meta, pixels }
+  function keep(deviceId: string, entry: Kept): void {
+    drop(deviceId)
+    kept.set(deviceId, entry)
+    totalBytes += entry.bytes
+  }
+
+  function drop(deviceId: string): void {
+    const old = kept.get(deviceId)
+    if (!old) return
+    kept.delete(deviceId)
+    totalBytes -= old.bytes
+  }
+
+  /** A frame made or sent: it moves to the back of the least recently used, on disk too (its file's time). */
+  async function used(deviceId: string): Promise<void> {
+    const entry = kept.get(deviceId)
+    if (!entry) return
+    const at = now()
+    entry.usedAt = at.getTime()
+    kept.delete(deviceId)
+    kept.set(deviceId, entry)
+    // The file's time carries the use across a restart; without it the frame only looks older than it is.
+    await utimes(fileOf(deviceId), at, at).catch((err: unknown) =>
+      deps.log.debug({ err, deviceId }, 'frame file time not updated'),
+    )
+  }
+
+  async function forget(deviceId: string): Promise<boolean> {
+    const had = kept.has(deviceId)
+    drop(deviceId)
+    lastIds.delete(deviceId)
+    if (!isDeviceId(deviceId)) return had
+    await rm(fileOf(deviceId), { force: true })
+    return had
+  }
+
+  /** Forgets the least recently used frames (never `spare`) until the files fit in maxBytes. */
+  async function trim(spare?: string): Promise<string[]> {
+    const gone: string[] = []
+    for (const deviceId of [...kept.keys()]) {
+      if (totalBytes <= limits.maxBytes) break
+      if (deviceId === spare) continue
+      await forget(deviceId)
+      gone.push(deviceId)
+    }
+    return gone
   }
 
   return {
     async load() {
       await mkdir(dir, { recursive: true })
+      const found: [string, Kept][] = []
       for (const name of await readdir(dir)) {
+        const file = join(dir, name)
         if (name.endsWith('.tmp')) {
-          await rm(join(dir, name), { force: true })
+          await rm(file, { force: true })
           continue
         }
         if (!name.endsWith('.frame')) continue
+        const deviceId = name.slice(0, -'.frame'.length)
         try {
-          const { pixels: _pixels, ...meta } = await readFrameFile(join(dir, name))
-          metas.set(meta.deviceId, meta)
-          lastIds.set(meta.deviceId, meta.frameId)
+          if (!isDeviceId(deviceId)) throw new Error('file name is not a device id')
+          const handle = await open(file, 'r')
+          try {
+            const { meta } = await readHeader(handle, deviceId)
+            const { size, mtimeMs } = await handle.stat()
+            found.push([deviceId, { meta, bytes: size, usedAt: mtimeMs }])
+          } finally {
+            await handle.close()
+          }
         } catch (err) {
-          deps.log.warn({ err, file: join(dir, name) }, 'stored frame unreadable; ignoring it')
+          deps.log.warn({ err, file }, 'stored frame unreadable; ignoring it')
         }
+      }
+      found.sort((a, b) => a[1].usedAt - b[1].usedAt)
+      for (const [deviceId, entry] of found) {
+        keep(deviceId, entry)
+        lastIds.set(deviceId, entry.meta.frameId)
       }
     },
 
-    meta: (deviceId) => metas.get(deviceId),
-    all: () => [...metas.values()],
+    meta: (deviceId) => kept.get(deviceId)?.meta,
+    all: () => [...kept.values()].map((k) => k.meta),
 
     async read(deviceId) {
-      if (!metas.has(deviceId)) return undefined
+      if (!kept.has(deviceId) || !isDeviceId(deviceId)) return undefined
       try {
-        return await readFrameFile(fileOf(deviceId))
+        const handle = await open(fileOf(deviceId), 'r')
+        try {
+          const { meta, offset } = await readHeader(handle, deviceId)
+          const pixels = Buffer.alloc(pixelBytes(meta))
+          const { bytesRead } = await handle.read(pixels, 0, pixels.length, offset)
+          if (bytesRead !== pixels.length) throw new Error('truncated pixels')
+          await used(deviceId)
+          return { ...meta, pixels }
+        } finally {
+          await handle.close()
+        }
       } catch (err) {
         deps.log.warn({ err, deviceId }, 'stored frame unreadable')
         return undefined
@@ -89,21 +236,51 @@ export function createFrameStore(dataDir: string, deps: { log: Logger }): FrameS
     },
 
     async save(frame) {
-      const { pixels, ...meta } = frame
+      const { pixels, ...rest } = frame
+      // Checked as it would be when read, so the store never writes what it would refuse: above all, the
+      // device id becomes a file name, so it must be a device id and nothing else.
+      const meta = metaSchema.parse(rest)
+      if (pixels.length !== pixelBytes(meta))
+        throw new RangeError(
+          `${pixels.length} bytes of pixels for a ${meta.width}x${meta.height} ${meta.format} frame`,
+        )
       const header = Buffer.from(JSON.stringify(meta), 'utf8')
       const length = Buffer.alloc(4)
       length.writeUInt32BE(header.length)
-      const path = fileOf(frame.deviceId)
+      const path = fileOf(meta.deviceId)
       const tmp = `${path}.tmp`
-      const handle = await open(tmp, 'w')
+      const body = Buffer.concat([MAGIC, length, header, pixels])
       try {
-        await handle.writeFile(Buffer.concat([MAGIC, length, header, pixels]))
-        await handle.sync()
-      } finally {
-        await handle.close()
+        await mkdir(dir, { recursive: true })
+        const handle = await open(tmp, 'w')
+        try {
+          await handle.writeFile(body)
+          await handle.sync()
+        } finally {
+          await handle.close()
+        }
+        await rename(tmp, path)
+      } catch (err) {
+        await rm(tmp, { force: true }).catch((rmErr: unknown) =>
+          deps.log.debug({ err: rmErr, file: tmp }, 'temporary frame file not removed'),
+        )
+        const reason = storageReason(err)
+        throw new AppError(
+          'E_STORAGE',
+          `DATA_DIR cannot be written (${reason}) while keeping the frame ${path}`,
+          {
+            cause: err,
+          },
+        )
       }
-      await rename(tmp, path)
-      metas.set(frame.deviceId, meta)
+      keep(meta.deviceId, { meta, bytes: body.length, usedAt: 0 })
+      await used(meta.deviceId)
+      const gone = await trim(meta.deviceId)
+      if (gone.length > 0)
+        deps.log.info(
+          { forgotten: gone.length, bytes: totalBytes },
+          'frame store over its size; oldest frames forgotten',
+        )
     },
 
     nextFrameId(deviceId) {
@@ -111,5 +288,26 @@ export function createFrameStore(dataDir: string, deps: { log: Logger }): FrameS
       lastIds.set(deviceId, next)
       return next
     },
+
+    forget,
+
+    async sweep(at) {
+      const forgotten: string[] = []
+      const before = at.getTime() - limits.keepDays * DAY_MS
+      for (const [deviceId, entry] of [...kept]) {
+        if (entry.usedAt >= before) continue
+        await forget(deviceId)
+        forgotten.push(deviceId)
+      }
+      forgotten.push(...(await trim()))
+      if (forgotten.length > 0)
+        deps.log.info(
+          { forgotten: forgotten.length, bytes: totalBytes },
+          'frames of displays not seen lately forgotten',
+        )
+      return { forgotten }
+    },
+
+    bytes: () => totalBytes,
   }
 }

@@ -78,7 +78,7 @@ export function createJobJournal(dataDir: string, deps: { log: Logger; now?: () 
   let tail: Promise<void> = Promise.resolve()
 
   function storageError(err: unknown, doing: string): AppError {
-    const reason = reasonOf(err)
+    const reason = storageReason(err)
     problem = { code: 'E_STORAGE', reason, since: problem?.since ?? now().toISOString() }
     return new AppError('E_STORAGE', `DATA_DIR cannot be written (${reason}) while ${doing} ${path}`, {
       cause: err,
@@ -246,8 +246,8 @@ export function createJobJournal(dataDir: string, deps: { log: Logger; now?: () 
   }
 }
 
-/** Why a write failed, in words for the person who has to free or fix DATA_DIR. */
-function reasonOf(err: unknown): string {
+/** Why a write to DATA_DIR failed, in words for the person who has to free or fix it. */
+export function storageReason(err: unknown): string {
   const code = (err as NodeJS.ErrnoException | undefined)?.code
   switch (code) {
     case 'ENOSPC':

@@ -119,7 +119,13 @@ export async function startMosquitto(
 ): Promise<RunningMosquitto> {
   const binary = mosquittoBinary()
   const dir = await mkdtemp(join(tmpdir(), 'mosquitto-test-'))
-  const text = typeof config === 'string' ? config : await config(dir)
+  let text: string
+  try {
+    text = typeof config === 'string' ? config : await config(dir)
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true })
+    throw err
+  }
   // Another process can take the port between freePort() and mosquitto's bind: then try a new one.
   for (let attempt = 0; attempt < 3; attempt++) {
     const port = await freePort()

@@ -1,12 +1,18 @@
-import { type FileHandle, mkdir, open, readdir, rename, rm, utimes } from 'node:fs/promises'
+import { mkdir, open, readdir, rename, rm, utimes } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
-import { z } from 'zod'
 import { AppError } from '../errors.ts'
-import { packedRowBytes } from '../image/pack.ts'
-import { PIXEL_FORMAT_NAMES } from '../image/pixel-format.ts'
-import { DEVICE_ID_PATTERN, RESERVED_DEVICE_ID } from '../protocol/topics.ts'
+import { isDeviceId } from '../protocol/device-id.ts'
+import {
+  encodeFrameFile,
+  type FrameMeta,
+  readFrameFile,
+  readFrameHeader,
+  type StoredFrame,
+} from './frame-file.ts'
 import { storageReason } from './job-journal.ts'
+
+export type { FrameMeta, StoredFrame } from './frame-file.ts'
 
 /*
  * The last finished frame of each device, kept in DATA_DIR/frames so that a display that reboots, or a
@@ -16,36 +22,11 @@ import { storageReason } from './job-journal.ts'
  *
  * Any device id can leave a file here, so the store is bounded (issue 13, "Disk use grows with every device
  * id"): a display whose frame was neither made nor sent for FRAME_KEEP_DAYS is forgotten, and past
- * FRAME_STORE_MAX_BYTES the least recently used frames go first. Files are input like any other: a header
- * that does not describe its pixels (a width of 115200) is reported and skipped, never sent.
+ * FRAME_STORE_MAX_BYTES the least recently used frames go first. A file that frame-file.ts refuses is reported
+ * and skipped, never sent.
  */
 
-const MAGIC = Buffer.from('PFS1')
-/** The same bounds as TARGET_WIDTH and TARGET_HEIGHT. */
-const MAX_SIDE = 2048
-const MAX_HEADER_BYTES = 64 * 1024
 const DAY_MS = 24 * 3600 * 1000
-
-const isDeviceId = (id: string) => DEVICE_ID_PATTERN.test(id) && id !== RESERVED_DEVICE_ID
-
-const side = z.number().int().min(1).max(MAX_SIDE)
-const metaSchema = z.object({
-  deviceId: z.string().refine(isDeviceId, { error: 'not a device id' }),
-  frameId: z.number().int().min(0).max(0xffff),
-  width: side,
-  height: side,
-  format: z.enum(PIXEL_FORMAT_NAMES),
-  seed: z.number(),
-  jobId: z.string().max(64),
-  prompt: z.string(),
-  finishedAt: z.string(),
-})
-
-export type FrameMeta = z.infer<typeof metaSchema>
-
-export interface StoredFrame extends FrameMeta {
-  pixels: Buffer
-}
 
 export interface FrameStoreLimits {
   /** Days a display's frame is kept after it was last made or sent (FRAME_KEEP_DAYS). */
@@ -80,42 +61,6 @@ interface Kept {
   bytes: number
   /** When the frame was last made or sent (ms since the epoch), for keepDays and least recently used. */
   usedAt: number
-}
-
-/** Bytes of a frame's packed pixels, as the header's format, width and height say. */
-function pixelBytes(meta: Pick<FrameMeta, 'format' | 'width' | 'height'>): number {
-  return packedRowBytes(meta.format, meta.width) * meta.height
-}
-
-/** Reads and checks a frame file's header; the file's size must be exactly header plus pixels. */
-async function readHeader(
-  handle: FileHandle,
-  deviceId: string,
-): Promise<{ meta: FrameMeta; offset: number }> {
-  const { size } = await handle.stat()
-  const head = Buffer.alloc(8)
-  if (size < 8 || (await handle.read(head, 0, 8, 0)).bytesRead < 8 || !head.subarray(0, 4).equals(MAGIC))
-    throw new Error('not a frame file')
-  const metaLength = head.readUInt32BE(4)
-  if (metaLength > MAX_HEADER_BYTES || 8 + metaLength > size) throw new Error('truncated header')
-  const json = Buffer.alloc(metaLength)
-  await handle.read(json, 0, metaLength, 8)
-  let raw: unknown
-  try {
-    raw = JSON.parse(json.toString('utf8'))
-  } catch {
-    throw new Error('header is not JSON')
-  }
-  const parsed = metaSchema.safeParse(raw)
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]
-    throw new Error(`header field ${issue?.path.join('.') || '?'}: ${issue?.message ?? 'not valid'}`)
-  }
-  const meta = parsed.data
-  if (meta.deviceId !== deviceId) throw new Error('header names another device')
-  if (size !== 8 + metaLength + pixelBytes(meta))
-    throw new Error(`${size - 8 - metaLength} bytes of pixels where the header says ${pixelBytes(meta)}`)
-  return { meta, offset: 8 + metaLength }
 }
 
 export function createFrameStore(
@@ -195,7 +140,7 @@ export function createFrameStore(
           if (!isDeviceId(deviceId)) throw new Error('file name is not a device id')
           const handle = await open(file, 'r')
           try {
-            const { meta } = await readHeader(handle, deviceId)
+            const { meta } = await readFrameHeader(handle, deviceId)
             const { size, mtimeMs } = await handle.stat()
             found.push([deviceId, { meta, bytes: size, usedAt: mtimeMs }])
           } finally {
@@ -220,12 +165,9 @@ export function createFrameStore(
       try {
         const handle = await open(fileOf(deviceId), 'r')
         try {
-          const { meta, offset } = await readHeader(handle, deviceId)
-          const pixels = Buffer.alloc(pixelBytes(meta))
-          const { bytesRead } = await handle.read(pixels, 0, pixels.length, offset)
-          if (bytesRead !== pixels.length) throw new Error('truncated pixels')
+          const frame = await readFrameFile(handle, deviceId)
           await used(deviceId)
-          return { ...meta, pixels }
+          return frame
         } finally {
           await handle.close()
         }
@@ -236,20 +178,10 @@ export function createFrameStore(
     },
 
     async save(frame) {
-      const { pixels, ...rest } = frame
-      // Checked as it would be when read, so the store never writes what it would refuse: above all, the
-      // device id becomes a file name, so it must be a device id and nothing else.
-      const meta = metaSchema.parse(rest)
-      if (pixels.length !== pixelBytes(meta))
-        throw new RangeError(
-          `${pixels.length} bytes of pixels for a ${meta.width}x${meta.height} ${meta.format} frame`,
-        )
-      const header = Buffer.from(JSON.stringify(meta), 'utf8')
-      const length = Buffer.alloc(4)
-      length.writeUInt32BE(header.length)
+      // Checked as it would be when read, so the store never writes what it would refuse.
+      const { meta, body } = encodeFrameFile(frame)
       const path = fileOf(meta.deviceId)
       const tmp = `${path}.tmp`
-      const body = Buffer.concat([MAGIC, length, header, pixels])
       try {
         await mkdir(dir, { recursive: true })
         const handle = await open(tmp, 'w')

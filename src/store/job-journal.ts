@@ -3,8 +3,9 @@ import { type FileHandle, open as openFile, rename } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { AppError } from '../errors.ts'
-import { type PromptRequest, parsePromptJson } from '../protocol/prompt.ts'
-import { DEVICE_ID_PATTERN, RESERVED_DEVICE_ID } from '../protocol/topics.ts'
+import { type JournalJob, journalLine, readJournalLine } from './journal-lines.ts'
+
+export type { JournalJob } from './journal-lines.ts'
 
 /*
  * The jobs a device was promised: an append-only journal in DATA_DIR, one JSON line per event, fsync'd before
@@ -12,18 +13,10 @@ import { DEVICE_ID_PATTERN, RESERVED_DEVICE_ID } from '../protocol/topics.ts'
  * after another, so a slow disk (an SD card) delays only the acknowledgement, never the event loop, and an
  * end is never written before its add. After a crash or a restart the jobs that were added and never ended
  * run again. The file is rewritten with only the open jobs at start, whenever enough ended jobs have piled
- * up, and at a clean stop, so finished prompts do not stay on disk. Lines are checked as they are read (the
- * file is input like any other: issue 13, "Files in DATA_DIR are trusted"); a line that cannot be read or
- * fails the checks is reported and skipped, and the daemon starts either way.
+ * up, and at a clean stop, so finished prompts do not stay on disk. Lines are checked as they are read
+ * (journal-lines.ts); a line that cannot be read or fails the checks is reported and skipped, and the daemon
+ * starts either way.
  */
-
-export interface JournalJob {
-  id: string
-  deviceId: string
-  /** The validated prompt, as the job was created from it. */
-  prompt: PromptRequest
-  createdAt: string
-}
 
 /** Why DATA_DIR cannot take the journal's writes, for /health; null while writes succeed. */
 export interface StorageProblem {
@@ -52,12 +45,8 @@ export interface JobJournal {
   close(): Promise<void>
 }
 
-type Line = { op: 'add'; job: JournalJob } | { op: 'end'; id: string }
-
 /** Rewrite the file once this many ended jobs have accumulated in it. */
 const COMPACT_AFTER = 1_000
-/** Job ids come from newJobId (12 hex digits); a line with anything else was not written by the bridge. */
-const JOB_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/
 
 export function createJobJournal(dataDir: string, deps: { log: Logger; now?: () => Date }): JobJournal {
   const path = join(dataDir, 'jobs.journal')
@@ -123,7 +112,7 @@ export function createJobJournal(dataDir: string, deps: { log: Logger; now?: () 
 
   function flushEnds(): void {
     if (pendingEnds.length === 0) return
-    const text = pendingEnds.map((id) => `${JSON.stringify({ op: 'end', id } satisfies Line)}\n`).join('')
+    const text = pendingEnds.map((id) => journalLine({ op: 'end', id })).join('')
     pendingEnds = []
     // Not fsync'd: if these lines are lost in a crash the jobs run once more, which is harmless.
     append(text, false).catch(() => {
@@ -134,9 +123,7 @@ export function createJobJournal(dataDir: string, deps: { log: Logger; now?: () 
   /** Writes the open jobs to a new file, fsyncs it and swaps it in for the journal. */
   async function rewrite(): Promise<void> {
     const tmp = `${path}.tmp`
-    const body = [...open.values()]
-      .map((job) => `${JSON.stringify({ op: 'add', job } satisfies Line)}\n`)
-      .join('')
+    const body = [...open.values()].map((job) => journalLine({ op: 'add', job })).join('')
     try {
       const handle = await openFile(tmp, 'w')
       try {
@@ -169,7 +156,7 @@ export function createJobJournal(dataDir: string, deps: { log: Logger; now?: () 
     const lines = text.split('\n')
     lines.forEach((raw, i) => {
       if (raw.trim() === '') return
-      const read = readLine(raw)
+      const read = readJournalLine(raw)
       if ('reason' in read) {
         bad++
         // The last line of a journal cut off by a crash is expected; anything else means damage.
@@ -201,7 +188,7 @@ export function createJobJournal(dataDir: string, deps: { log: Logger; now?: () 
     },
     add(job) {
       open.set(job.id, job)
-      return append(`${JSON.stringify({ op: 'add', job } satisfies Line)}\n`, true).catch((err: unknown) => {
+      return append(journalLine({ op: 'add', job }), true).catch((err: unknown) => {
         // Not on disk, so not open: the caller refuses the prompt.
         open.delete(job.id)
         throw err
@@ -263,77 +250,5 @@ export function storageReason(err: unknown): string {
       return 'input/output error: the disk may be failing'
     default:
       return code ?? 'unknown error'
-  }
-}
-
-/** The journal's prompt fields and their names in the JSON form that the prompt schema checks. */
-const PROMPT_FIELDS = {
-  prompt: 'prompt',
-  negativePrompt: 'negative_prompt',
-  seed: 'seed',
-  steps: 'steps',
-  cfgScale: 'cfg_scale',
-  samplerName: 'sampler_name',
-  width: 'width',
-  height: 'height',
-  fit: 'fit',
-  requestId: 'request_id',
-  preview: 'preview',
-} as const satisfies Record<keyof PromptRequest, string>
-
-/**
- * Checks a journaled prompt with the same schema as a prompt from a device, so a line can never run what a
- * device could not have sent. The reason names fields, never the prompt text.
- */
-function promptFromJournal(raw: unknown): PromptRequest | { reason: string } {
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
-    return { reason: 'prompt is not an object' }
-  const json: Record<string, unknown> = {}
-  for (const [key, value] of Object.entries(raw)) {
-    const name = PROMPT_FIELDS[key as keyof PromptRequest]
-    if (name === undefined)
-      return { reason: `prompt has an unknown field ${JSON.stringify(key.slice(0, 40))}` }
-    json[name] = value
-  }
-  try {
-    return parsePromptJson(json)
-  } catch (err) {
-    return { reason: `prompt: ${err instanceof AppError ? err.message : 'not valid'}` }
-  }
-}
-
-function readLine(raw: string): { line: Line } | { reason: string } {
-  let parsed: unknown
-  try {
-    parsed = JSON.parse(raw)
-  } catch {
-    // JSON.parse's message quotes the line, which may hold prompt text: say only what is wrong.
-    return { reason: 'not JSON' }
-  }
-  if (typeof parsed !== 'object' || parsed === null) return { reason: 'not a journal line' }
-  const line = parsed as { op?: unknown; id?: unknown; job?: unknown }
-  if (line.op === 'end') {
-    return typeof line.id === 'string'
-      ? { line: { op: 'end', id: line.id } }
-      : { reason: 'end without a job id' }
-  }
-  if (line.op !== 'add') return { reason: 'not a journal line' }
-  if (typeof line.job !== 'object' || line.job === null) return { reason: 'add without a job' }
-  const job = line.job as { id?: unknown; deviceId?: unknown; prompt?: unknown; createdAt?: unknown }
-  if (typeof job.id !== 'string' || !JOB_ID_PATTERN.test(job.id)) return { reason: 'job id is not valid' }
-  // The device id names a file in DATA_DIR and a topic level: `../../x` must never get that far.
-  if (
-    typeof job.deviceId !== 'string' ||
-    !DEVICE_ID_PATTERN.test(job.deviceId) ||
-    job.deviceId === RESERVED_DEVICE_ID
-  ) {
-    return { reason: 'device id is not valid: 1-64 letters, digits, _ or - (and not "bridge")' }
-  }
-  if (typeof job.createdAt !== 'string' || Number.isNaN(Date.parse(job.createdAt)))
-    return { reason: 'createdAt is not a date' }
-  const prompt = promptFromJournal(job.prompt)
-  if ('reason' in prompt) return prompt
-  return {
-    line: { op: 'add', job: { id: job.id, deviceId: job.deviceId, prompt, createdAt: job.createdAt } },
   }
 }

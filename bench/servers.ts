@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { pino } from 'pino'
+import { parsePromptJson } from '../src/protocol/prompt.ts'
 import { createJobJournal, type JournalJob } from '../src/store/job-journal.ts'
 import { type FakeA1111, startFakeA1111 } from '../test/support/fake-a1111.ts'
 import {
@@ -340,7 +341,11 @@ async function timeJournal(parent: string, count: number): Promise<number[]> {
       const job: JournalJob = {
         id: `job-${i}-${Math.random().toString(36).slice(2, 10)}`,
         deviceId: `kitchen-${i % 8}`,
-        prompt: { prompt: 'a lighthouse at dusk, oil painting, warm light', seed: 42 + i, steps: 20 },
+        prompt: parsePromptJson({
+          prompt: 'a lighthouse at dusk, oil painting, warm light',
+          seed: 42 + i,
+          steps: 20,
+        }),
         createdAt: new Date().toISOString(),
       }
       const started = performance.now()

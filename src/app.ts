@@ -55,8 +55,14 @@ export function createApp(config: Config, deps: AppDeps): App {
   const topics = createTopics(config.BASE_TOPIC)
   const panel = panelFromConfig(config)
   const panelOf = () => panel
-  const store = createFrameStore(config.DATA_DIR, { log: child('store') })
-  const journal = timedJournal(createJobJournal(config.DATA_DIR, { log: child('journal') }), clock, events)
+  const now = () => clock.now()
+  const limits = { keepDays: config.FRAME_KEEP_DAYS, maxBytes: config.FRAME_STORE_MAX_BYTES }
+  const store = createFrameStore(config.DATA_DIR, { log: child('store'), now }, limits)
+  const journal = timedJournal(
+    createJobJournal(config.DATA_DIR, { log: child('journal'), now }),
+    clock,
+    events,
+  )
   const generators = createGenerators(config, log)
   const health = createGeneratorHealth(generators, { log: child('health'), clock, events })
   const queue = createJobQueue({
@@ -107,7 +113,13 @@ export function createApp(config: Config, deps: AppDeps): App {
       : createHttpServer({
           ...{ config, log: child('http'), queue, intake, store, newJobId, panel, events, clock },
           devices: () => devices.list(),
-          health: createHealthReport({ health, broker, queue, clock, storageProblem: () => null }),
+          health: createHealthReport({
+            health,
+            broker,
+            queue,
+            clock,
+            storageProblem: () => journal.problem(),
+          }),
           extraRoutes: [(app) => metrics.route(app)],
         })
 
@@ -118,6 +130,13 @@ export function createApp(config: Config, deps: AppDeps): App {
       lastFrame
         .resend(deviceId, clientId)
         .catch((err: unknown) => log.error({ err, deviceId }, 'resend on subscribe failed'))
+    },
+    sweepFrames() {
+      store.sweep(clock.now()).then(
+        ({ forgotten }) =>
+          forgotten.length > 0 && log.info({ forgotten: forgotten.length }, 'old frames forgotten'),
+        (err: unknown) => log.error({ err }, 'sweeping old frames failed'),
+      )
     },
   })
 

@@ -18,6 +18,8 @@ import type { JobJournal, JournalJob } from './store/job-journal.ts'
  * jobs finish (or are interrupted) before the bridge says offline and the broker closes.
  */
 
+const SWEEP_INTERVAL_MS = 60 * 60 * 1000
+
 export interface BridgeParts {
   parts: Part[]
   /** The real ports, once the listeners are bound. */
@@ -38,8 +40,11 @@ export function bridgeParts(
     http: HttpServer | null
     health: GeneratorHealth
     frameSubscribed(deviceId: string, clientId: string): void
+    /** Forgets displays whose last frame is older than FRAME_KEEP_DAYS (run at start and every hour). */
+    sweepFrames(): void
   },
 ): BridgeParts {
+  let sweeper: NodeJS.Timeout | undefined
   let lock: DataLock | null = null
   let pending: readonly JournalJob[] = []
   let replayed = 0
@@ -56,6 +61,14 @@ export function bridgeParts(
     },
     { name: 'generators', start() {}, stop: () => Promise.all(b.generators.map((g) => g.close())) },
     { name: 'frame store', start: () => b.store.load(), stop() {} },
+    {
+      name: 'frame sweep',
+      start() {
+        b.sweepFrames()
+        sweeper = setInterval(b.sweepFrames, SWEEP_INTERVAL_MS).unref()
+      },
+      stop: () => clearInterval(sweeper),
+    },
     {
       name: 'job journal',
       async start() {

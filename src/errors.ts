@@ -35,8 +35,9 @@ export const ERROR_TRAITS = {
   E_UNAUTHORIZED: client(401), // missing or wrong API key
   E_SHUTTING_DOWN: client(503, 30), // the bridge is stopping and takes no new work
   E_STORAGE: client(503, 30), // DATA_DIR cannot be written (full, read-only): the prompt was not accepted
-  E_GEN_TIMEOUT: { status: 504, movesJob: true, marksDown: true }, // A1111 did not answer in time, or hung
+  E_GEN_TIMEOUT: { status: 504, movesJob: true, marksDown: true }, // A1111 did not finish within A1111_TIMEOUT
   E_A1111_UNREACHABLE: { status: 502, movesJob: true, marksDown: true }, // refused, reset, DNS failure
+  E_A1111_HUNG: { status: 504, movesJob: true, marksDown: true }, // took the job, then stopped answering
   E_A1111_NO_API: { status: 502, movesJob: false, marksDown: true }, // 404: A1111 runs without --api
   E_A1111_AUTH: { status: 502, movesJob: false, marksDown: true }, // 401: --api-auth credentials wrong
   E_A1111_REJECTED: client(422), // 422 (or another 4xx): A1111 refused the request

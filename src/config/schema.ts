@@ -151,6 +151,8 @@ export const configSchema = z
     A1111_RETRIES: int(0, 10).default(2),
     /** Seconds between progress polls of a running generation (A1111's /sdapi/v1/progress). */
     A1111_PROGRESS_INTERVAL: seconds.default(1),
+    /** Seconds without any answer to those polls after which a server is hung: its job moves to another. */
+    A1111_HUNG_TIMEOUT: seconds.default(15),
     /** A newer prompt from a device interrupts its running job (the picture it was making is dropped). */
     SUPERSEDE_RUNNING: bool.default(true),
     /** Prompts a device may send per minute (MQTT and the HTTP device route); 0 = no limit. */

@@ -1,3 +1,5 @@
+import { parseProgressAnswer } from './a1111-progress.ts'
+
 /*
  * Which job A1111 is running. Its /sdapi/v1/progress describes the server's one current job, whoever sent it
  * (a person in the web UI, another program), and /sdapi/v1/interrupt stops that job (A1111's
@@ -18,22 +20,7 @@ export interface ProgressSnapshot {
 
 /** Reads the parts of a /sdapi/v1/progress answer that tell jobs apart; undefined if it is not one. */
 export function parseSnapshot(text: string): ProgressSnapshot | undefined {
-  try {
-    const body = JSON.parse(text) as {
-      progress?: unknown
-      state?: { job_count?: unknown; job_timestamp?: unknown }
-    }
-    if (typeof body !== 'object' || body === null || typeof body.state !== 'object' || body.state === null) {
-      return undefined
-    }
-    return {
-      active: body.state.job_count !== 0,
-      timestamp: String(body.state.job_timestamp ?? ''),
-      progress: typeof body.progress === 'number' ? body.progress : 0,
-    }
-  } catch {
-    return undefined
-  }
+  return parseProgressAnswer(text)?.snapshot
 }
 
 export interface OwnJobTracker {

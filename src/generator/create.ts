@@ -21,6 +21,7 @@ export function createGenerators(config: Config, log: Logger): Generator[] {
         password: server.password,
         timeoutMs: server.timeoutS * 1000,
         progressIntervalMs: config.A1111_PROGRESS_INTERVAL * 1000,
+        hungAfterMs: config.A1111_HUNG_TIMEOUT * 1000,
       },
       { log: log.child({ module: 'a1111' }) },
     ),

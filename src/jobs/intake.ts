@@ -110,9 +110,7 @@ export function createIntake(deps: {
     submitPrompt,
     replay(jobs) {
       deps.queue.submitAll(
-        jobs.map((saved) =>
-          createDeviceJob(deps.jobDeps, saved.id, saved.deviceId, saved.prompt as PromptRequest),
-        ),
+        jobs.map((saved) => createDeviceJob(deps.jobDeps, saved.id, saved.deviceId, saved.prompt)),
       )
       if (jobs.length > 0)
         log.info({ jobs: jobs.length }, 'unfinished jobs from before the restart queued again')

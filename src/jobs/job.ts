@@ -102,3 +102,25 @@ export interface JobQueueDeps {
   /** The generator's public id, for events. */
   idOf(generator: Generator): string
 }
+
+/**
+ * The queue's records: jobs waiting or running, and what is left of finished ones. Only a finished job's view
+ * is kept, never the job, which may hold its picture (an HTTP job's answer is over a megabyte; 500 of them
+ * kept whole cost the daemon 700 MB).
+ */
+export function createJobRecords<E extends { job: Job }>(kept: number, viewOf: (entry: E) => JobView) {
+  const live = new Map<string, E>()
+  const finished = new Map<string, JobView>()
+  return {
+    live,
+    finish(entry: E): void {
+      live.delete(entry.job.id)
+      finished.set(entry.job.id, viewOf(entry))
+      while (finished.size > kept) finished.delete(finished.keys().next().value!)
+    },
+    view(jobId: string): JobView | undefined {
+      const entry = live.get(jobId)
+      return entry ? viewOf(entry) : finished.get(jobId)
+    },
+  }
+}

@@ -3,6 +3,7 @@ import { AppError, toAppError } from '../errors.ts'
 import type { GenerateProgress, GenerateResult, Generator } from '../generator/types.ts'
 import type { CancelReason, StatusEvent } from '../protocol/status.ts'
 import {
+  createJobRecords,
   type Job,
   JobCancelled,
   type JobQueue,
@@ -36,22 +37,22 @@ interface Entry {
 /** Finished jobs stay visible (for GET /api/v1/jobs/{id}) until this many newer ones have finished. */
 const FINISHED_KEPT = 500
 
+function viewOf(entry: Entry): JobView {
+  const { job, state, position, last } = entry
+  return { id: job.id, deviceId: job.deviceId, requestId: job.requestId, state, position, last }
+}
+
 export function createJobQueue(deps: JobQueueDeps): JobQueue {
   const { log, clock, events } = deps
   const slots = createSlots(deps.generators, (g) => deps.stateOf(g) === 'down')
   const line = createWaitingLine<Entry>({ owner: (e) => e.job.owner, deviceId: (e) => e.job.deviceId })
+  const records = createJobRecords<Entry>(FINISHED_KEPT, viewOf)
   /** Jobs waiting or running. */
-  const entries = new Map<string, Entry>()
-  // What is left of finished jobs: only their view, never the job, which may hold its picture (an HTTP
-  // job's answer is over a megabyte; 500 of them kept whole cost the daemon 700 MB).
-  const finished = new Map<string, JobView>()
+  const entries = records.live
   const active = new Set<Promise<void>>()
+  /** Entries generating now: at most one per server, so a supersede looks at a handful, not the queue. */
+  const generating = new Set<Entry>()
   let stopping = false
-
-  function viewOf(entry: Entry): JobView {
-    const { job, state, position, last } = entry
-    return { id: job.id, deviceId: job.deviceId, requestId: job.requestId, state, position, last }
-  }
 
   function emit(entry: Entry, event: StatusEvent): void {
     entry.last = event
@@ -73,9 +74,7 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
     entry.position = undefined
     if (event) emit(entry, event)
     const { job } = entry
-    entries.delete(job.id)
-    finished.set(job.id, viewOf(entry))
-    while (finished.size > FINISHED_KEPT) finished.delete(finished.keys().next().value!)
+    records.finish(entry)
     if (!quiet) events.emit('job.settled', { jobId: job.id, deviceId: job.deviceId, state })
   }
 
@@ -89,7 +88,7 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
   }
 
   function dispatch(): void {
-    while (!stopping) {
+    while (!stopping && slots.some((s) => !s.busy)) {
       let slot: Slot<Generator> | undefined
       const entry = line.shift((e) => {
         slot = pickServer(slots, e.failedOn)
@@ -120,6 +119,7 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
     const { job, controller } = entry
     const jobLog = log.child({ jobId: job.id, deviceId: job.deviceId, generator: deps.idOf(slot.generator) })
     entry.state = 'generating'
+    generating.add(entry)
     entry.position = undefined
     entry.attempts++
     emit(entry, { state: 'generating', progress: 0 })
@@ -131,6 +131,7 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
         onProgress: (p) => reportProgress(entry, p),
       })
     } catch (err) {
+      generating.delete(entry)
       if (!(err instanceof JobCancelled)) measured(slot.generator, started, err)
       if (!controller.signal.aborted && moveToAnother(entry, slot.generator, err)) {
         entry.state = 'queued'
@@ -145,6 +146,7 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
       release(slot)
       return
     }
+    generating.delete(entry)
     const genMs = Math.round(measured(slot.generator, started, undefined))
     release(slot)
     if (controller.signal.aborted) return
@@ -182,12 +184,11 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
 
   function reportProgress(entry: Entry, p: GenerateProgress): void {
     if (entry.state !== 'generating') return
-    emit(
-      entry,
-      p.etaS === undefined
-        ? { state: 'generating', progress: p.progress }
-        : { state: 'generating', progress: p.progress, eta_s: p.etaS },
-    )
+    emit(entry, {
+      state: 'generating',
+      progress: p.progress,
+      ...(p.etaS === undefined ? {} : { eta_s: p.etaS }),
+    })
     try {
       entry.job.onProgress?.(p)
     } catch (err) {
@@ -247,8 +248,7 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
       settle(older, 'cancelled', { state: 'cancelled', reason: 'superseded' })
     }
     if (job.deviceId !== undefined && deps.supersedeRunning) {
-      for (const e of [...entries.values()])
-        if (e.job.deviceId === job.deviceId && e.state === 'generating') cancelEntry(e, 'superseded')
+      for (const e of [...generating]) if (e.job.deviceId === job.deviceId) cancelEntry(e, 'superseded')
     }
     entries.set(job.id, entry)
   }
@@ -280,10 +280,7 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
       return count
     },
 
-    view(jobId) {
-      const entry = entries.get(jobId)
-      return entry ? viewOf(entry) : finished.get(jobId)
-    },
+    view: (jobId) => records.view(jobId),
     waitingJobs: () => line.ordered().map(viewOf),
     waiting: () => line.size,
     resume: () => dispatch(),

@@ -97,7 +97,9 @@ describe('jobs users can watch and trust', () => {
     if (how === 'refuse') await bad!.close()
     if (how === 'hang') bad!.setFault('hang')
     if (how === 'die') bad!.events.once('step', () => void bad!.close())
-    const b = await bridge({ A1111_BASE_URL: `${bad!.url},${good!.url}`, A1111_TIMEOUT: 1 })
+    // Only the hanging server gets a short A1111_TIMEOUT: a 1 s budget for the good one raced under load.
+    const servers = [{ url: bad!.url, timeout: 1 }, { url: good!.url }]
+    const b = await bridge({ A1111_BASE_URL: servers })
     const device = await connectDevice(b.mqttUrl, `failover-${how}`)
     cleanup.push(() => device.close())
     await device.prompt('survive')
@@ -106,6 +108,25 @@ describe('jobs users can watch and trust', () => {
     expect(promptsOf(good!)).toEqual(['survive'])
     if (how !== 'refuse') expect(promptsOf(bad!)).toEqual(['survive'])
   })
+
+  it('moves a job off a server that took it and then stopped answering, within about 20 s', async () => {
+    const [frozen, good] = await fakes({ fault: 'frozen' }, { stepMs: 20 })
+    // The default A1111_HUNG_TIMEOUT (15 s) and A1111_TIMEOUT (300 s): the hang is noticed, not timed out.
+    const b = await bridge({ A1111_BASE_URL: `${frozen!.url},${good!.url}` })
+    const device = await connectDevice(b.mqttUrl, 'frozen-server')
+    cleanup.push(() => device.close())
+    const sent = performance.now()
+    await device.prompt('somewhere that answers')
+    const done = await device.waitForStatus((s) => s.state === 'done' || s.state === 'error')
+    expect(done.state).toBe('done')
+    expect(performance.now() - sent).toBeLessThan(25_000)
+    expect(promptsOf(frozen!)).toEqual(['somewhere that answers'])
+    expect(promptsOf(good!)).toEqual(['somewhere that answers'])
+    const moved = b.logs.find((l) => l.msg === 'generation failed; trying again')
+    expect(moved).toMatchObject({ code: 'E_A1111_HUNG' })
+    const health = b.logs.find((l) => l.msg === 'generator down' && l.id === 'a1111-1')
+    expect(health).toBeDefined()
+  }, 45_000)
 
   it('does not retry a prompt A1111 rejected (422)', async () => {
     const [picky, other] = await fakes({ fault: 'reject422' }, {})

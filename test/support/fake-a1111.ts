@@ -14,6 +14,7 @@ import { createSdState, type SdState, type StateDict } from './fake-a1111-state.
 export type Fault =
   | 'no-api' // started without --api: every /sdapi route is 404
   | 'hang' // txt2img never answers until close()
+  | 'frozen' // accepts connections, then answers nothing at all (progress and options included)
   | 'error500' // CUDA out of memory
   | 'reject422' // a validation error list
   | 'not-json' // 200 with an HTML page
@@ -29,6 +30,7 @@ export type Fault =
 export const FAULTS = [
   'no-api',
   'hang',
+  'frozen',
   'error500',
   'reject422',
   'not-json',
@@ -238,6 +240,8 @@ export async function startFakeA1111(options: FakeA1111Options = {}): Promise<Fa
     }
     requests.push(recorded)
     sd.events.emit('request', recorded)
+    // A process stuck in a driver call: the socket stays open, nothing ever comes back.
+    if (fault === 'frozen') return waitForClose()
     const isApi = url.pathname.startsWith('/sdapi/')
     const missing =
       (fault === 'no-api' && isApi) || (fault === 'no-progress' && url.pathname === '/sdapi/v1/progress')

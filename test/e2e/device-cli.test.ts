@@ -28,9 +28,9 @@ interface Cli {
   kill(signal: NodeJS.Signals): void
 }
 
-function runCli(args: string[]): Cli {
+function runCli(args: string[], env: Record<string, string> = {}): Cli {
   const child = spawn(process.execPath, [BIN, 'device', ...args], {
-    env: { PATH: process.env.PATH ?? '' },
+    env: { PATH: process.env.PATH ?? '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let out = ''
@@ -174,6 +174,14 @@ describe('pico-a1111-bridge device', () => {
     )
     const expected = toRgb(framePixels(earlier.chunks, done.frame_id as number))
     expect((await pngPixels(out)).equals(expected)).toBe(true)
+  })
+
+  it('without --url finds the bridge at MQTT_PORT, as the bridge itself reads it', async () => {
+    const out = join(dir, 'by-port.png')
+    const port = new URL(url).port
+    const cli = runCli(['--id', 'attic', '--out', out], { MQTT_PORT: port })
+    expect(await cli.exit).toBe(0)
+    expect(cli.stdout()).toContain(`connected to mqtt://127.0.0.1:${port} as attic`)
   })
 
   it('with --watch writes every frame, numbered, until SIGINT', async () => {

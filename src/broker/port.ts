@@ -4,7 +4,9 @@
  * connected, and the bridge's own state. The embedded Aedes broker (embedded.ts) is the first adapter.
  */
 
-export type InboundKind = 'prompt' | 'get' | 'cancel'
+import type { InboundKind } from '../protocol/topics.ts'
+
+export type { InboundKind } from '../protocol/topics.ts'
 
 export interface InboundMessage {
   kind: InboundKind

@@ -46,6 +46,8 @@ export function createIntake(deps: {
   rateLimitPerMinute: number
   /** Told about every valid device id that sends something, for the device list. */
   seen(deviceId: string): void
+  /** A display's `info` message (panel and telemetry), as it came. */
+  onInfo?(deviceId: string, payload: Buffer): void
   clock: Clock
   log: Logger
 }): Intake {
@@ -137,6 +139,10 @@ export function createIntake(deps: {
           log.info({ deviceId, clientId, cancelled: n }, 'cancel requested')
           return
         }
+        case 'info':
+          // The panel and telemetry a display reports; read by whoever subscribed to it (issue 15).
+          deps.onInfo?.(deviceId, msg.payload)
+          return
         case 'get':
           deps.lastFrame.resend(deviceId, clientId).then(
             (clients) => log.debug({ deviceId, clientId, clients }, 'last frame requested'),

@@ -2,9 +2,12 @@ import { isDeviceId } from './device-id.ts'
 
 export { DEVICE_ID_PATTERN, RESERVED_DEVICE_ID } from './device-id.ts'
 
-export type DeviceTopicKind = 'prompt' | 'frame' | 'status' | 'get' | 'cancel'
+export type DeviceTopicKind = 'prompt' | 'frame' | 'status' | 'get' | 'cancel' | 'info'
 
-const INBOUND_KINDS: ReadonlySet<string> = new Set(['prompt', 'get', 'cancel'])
+/** What devices send to the bridge; `info` (retained, docs/protocol.md) describes the panel and telemetry. */
+export type InboundKind = 'prompt' | 'get' | 'cancel' | 'info'
+
+const INBOUND_KINDS: ReadonlySet<string> = new Set(['prompt', 'get', 'cancel', 'info'])
 
 export interface Topics {
   readonly base: string
@@ -16,9 +19,7 @@ export interface Topics {
    * Reads a topic the bridge listens on. Returns null for topics that are not `<base>/<id>/<kind>`, and
    * `{ deviceId: null }` when the shape is right but the id is not allowed, so the caller can say why.
    */
-  parseInbound(
-    topic: string,
-  ): { kind: 'prompt' | 'get' | 'cancel'; deviceId: string | null; rawId: string } | null
+  parseInbound(topic: string): { kind: InboundKind; deviceId: string | null; rawId: string } | null
 }
 
 export function createTopics(base: string): Topics {
@@ -27,14 +28,14 @@ export function createTopics(base: string): Topics {
     base,
     bridgeState: `${base}/bridge/state`,
     device: (id, kind) => `${base}/${id}/${kind}`,
-    inboundFilters: [`${base}/+/prompt`, `${base}/+/get`, `${base}/+/cancel`],
+    inboundFilters: [`${base}/+/prompt`, `${base}/+/get`, `${base}/+/cancel`, `${base}/+/info`],
     parseInbound(topic) {
       if (!topic.startsWith(prefix)) return null
       const rest = topic.slice(prefix.length).split('/')
       if (rest.length !== 2) return null
       const [rawId, kind] = rest as [string, string]
       if (!INBOUND_KINDS.has(kind)) return null
-      return { kind: kind as 'prompt' | 'get' | 'cancel', deviceId: isDeviceId(rawId) ? rawId : null, rawId }
+      return { kind: kind as InboundKind, deviceId: isDeviceId(rawId) ? rawId : null, rawId }
     },
   }
 }

@@ -12,14 +12,19 @@ describe('createTopics', () => {
     expect(topics.device('kitchen', 'status')).toBe('pico/kitchen/status')
     expect(topics.device('kitchen', 'get')).toBe('pico/kitchen/get')
     expect(topics.device('kitchen', 'cancel')).toBe('pico/kitchen/cancel')
-    expect(topics.inboundFilters).toEqual(['pico/+/prompt', 'pico/+/get', 'pico/+/cancel'])
+    expect(topics.inboundFilters).toEqual(['pico/+/prompt', 'pico/+/get', 'pico/+/cancel', 'pico/+/info'])
   })
 
   it('uses a multi-level base as it is', () => {
     const home = createTopics('home/pico')
     expect(home.bridgeState).toBe('home/pico/bridge/state')
     expect(home.device('d1', 'frame')).toBe('home/pico/d1/frame')
-    expect(home.inboundFilters).toEqual(['home/pico/+/prompt', 'home/pico/+/get', 'home/pico/+/cancel'])
+    expect(home.inboundFilters).toEqual([
+      'home/pico/+/prompt',
+      'home/pico/+/get',
+      'home/pico/+/cancel',
+      'home/pico/+/info',
+    ])
   })
 
   it('has inbound filters that match exactly the topics parseInbound accepts', () => {

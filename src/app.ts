@@ -63,7 +63,7 @@ export function createApp(config: Config, deps: AppDeps): App {
     clock,
     events,
   )
-  const generators = createGenerators(config, log)
+  const generators = createGenerators(config, log, clock)
   const health = createGeneratorHealth(generators, { log: child('health'), clock, events })
   const queue = createJobQueue({
     generators,
@@ -127,6 +127,7 @@ export function createApp(config: Config, deps: AppDeps): App {
     ...{ generators, store, journal, broker, intake, queue, http, health },
     frameSubscribed(deviceId, clientId) {
       devices.seen(deviceId)
+      log.debug({ module: 'broker', deviceId, clientId }, 'frame topic subscribed; sending the last frame')
       lastFrame
         .resend(deviceId, clientId)
         .catch((err: unknown) => log.error({ err, deviceId }, 'resend on subscribe failed'))

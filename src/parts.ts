@@ -41,6 +41,7 @@ export async function startParts(parts: readonly Part[], log: Logger): Promise<R
       throw err
     }
     started.push(part)
+    log.debug({ part: part.name }, 'part started')
   }
   return { stop }
 }

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino'
 import { Pool } from 'undici'
+import { type Clock, systemClock } from '../clock.ts'
 import { AppError } from '../errors.ts'
 import { type A1111Answer as Answer, answerOf, notA1111, statusError, toA1111Error } from './a1111-errors.ts'
 import { createOwnJobTracker, type ProgressSnapshot } from './a1111-own-job.ts'
@@ -42,7 +43,7 @@ const SIDE_TIMEOUT_MS = 5000
 /** Creates the Generator for one A1111 server; its name is the server's host:port. */
 export function createA1111Generator(
   options: A1111GeneratorOptions,
-  deps: { log: Logger; answers?: AnswerReader },
+  deps: { log: Logger; answers?: AnswerReader; clock?: Clock },
 ): Generator {
   const log = deps.log
   const url = new URL(options.baseUrl)
@@ -64,6 +65,7 @@ export function createA1111Generator(
   // Our own timers bound every request, so undici's 300 s header/body timeouts must not cut long jobs short.
   const pool = new Pool(url.origin, { connections: 8, headersTimeout: 0, bodyTimeout: 0 })
   const reader = deps.answers ?? createAnswerReader()
+  const clock = deps.clock ?? systemClock
 
   /**
    * One HTTP exchange; the body is read with a cap so a rogue server cannot exhaust memory, and kept as the
@@ -99,10 +101,10 @@ export function createA1111Generator(
    * it has no /progress at all (servers such as stable-diffusion.cpp), which also means nothing to poll.
    */
   async function snapshot(): Promise<{ snapshot: ProgressSnapshot | undefined | null; answeredAt: number }> {
-    const asked = performance.now()
+    const asked = clock.monotonic()
     try {
       const answer = await call('GET', PROGRESS, undefined, AbortSignal.timeout(SIDE_TIMEOUT_MS))
-      const answeredAt = performance.now()
+      const answeredAt = clock.monotonic()
       if (answer.status === 404) return { snapshot: null, answeredAt }
       const parsed = answer.status === 200 ? parseProgressAnswer(answer.text) : undefined
       return { snapshot: parsed?.snapshot, answeredAt }
@@ -113,7 +115,7 @@ export function createA1111Generator(
 
   async function generate(payload: Txt2ImgPayload, hooks: GenerateHooks): Promise<GenerateResult> {
     hooks.signal.throwIfAborted()
-    const started = performance.now()
+    const started = clock.monotonic()
     const http = new AbortController()
     // Interrupt only our own job: /sdapi/v1/interrupt stops whatever A1111 runs, which may be a job
     // someone started in the web UI while ours waits behind it (see a1111-own-job.ts).
@@ -159,7 +161,7 @@ export function createA1111Generator(
               ),
             own,
             lastAnswerAt: before.answeredAt,
-            monotonic: () => performance.now(),
+            monotonic: clock.monotonic,
             log,
             onProgress(update) {
               if (pendingInterrupt !== undefined && own.started) {
@@ -173,7 +175,7 @@ export function createA1111Generator(
     try {
       const answer = await call('POST', TXT2IMG, JSON.stringify(payload), http.signal)
       log.debug(
-        { status: answer.status, bytes: answer.text.length, ms: msSince(started) },
+        { status: answer.status, bytes: answer.text.length, ms: Math.round(clock.monotonic() - started) },
         'txt2img answered',
       )
       if (hooks.signal.aborted) throw hooks.signal.reason
@@ -294,8 +296,4 @@ export function seedFromInfo(info: unknown): number {
 
 function formatSeconds(ms: number): string {
   return String(Math.round(ms) / 1000)
-}
-
-function msSince(start: number): number {
-  return Math.round(performance.now() - start)
 }

@@ -1,11 +1,12 @@
 import type { Logger } from 'pino'
+import type { Clock } from '../clock.ts'
 import { a1111Servers, type Config } from '../config/schema.ts'
 import { createA1111Generator } from './a1111.ts'
 import { createDemoGenerator } from './demo.ts'
 import type { Generator } from './types.ts'
 
 /** The generators the settings ask for: one A1111 client per server, or the demo generator without any. */
-export function createGenerators(config: Config, log: Logger): Generator[] {
+export function createGenerators(config: Config, log: Logger, clock: Clock): Generator[] {
   const servers = a1111Servers(config)
   if (servers.length === 0) {
     log.warn(
@@ -23,7 +24,7 @@ export function createGenerators(config: Config, log: Logger): Generator[] {
         progressIntervalMs: config.A1111_PROGRESS_INTERVAL * 1000,
         hungAfterMs: config.A1111_HUNG_TIMEOUT * 1000,
       },
-      { log: log.child({ module: 'a1111' }) },
+      { log: log.child({ module: 'a1111' }), clock },
     ),
   )
 }

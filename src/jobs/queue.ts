@@ -9,8 +9,8 @@ import {
   type JobQueue,
   type JobQueueDeps,
   type JobState,
-  type JobView,
 } from './job.ts'
+import { type Entry, newEntry, viewOf } from './queue-entry.ts'
 import { createSlots, pickServer, type Slot, shouldMoveJob } from './server-choice.ts'
 import { createWaitingLine } from './waiting-line.ts'
 
@@ -22,25 +22,8 @@ import { createWaitingLine } from './waiting-line.ts'
  * a failed one moves to another server.
  */
 
-interface Entry {
-  job: Job
-  state: JobState
-  controller: AbortController
-  last: StatusEvent | undefined
-  position: number | undefined
-  attempts: number
-  failedOn: Set<Generator>
-  /** The job's result is being delivered: it can no longer be cancelled. */
-  claimed: boolean
-}
-
 /** Finished jobs stay visible (for GET /api/v1/jobs/{id}) until this many newer ones have finished. */
 const FINISHED_KEPT = 500
-
-function viewOf(entry: Entry): JobView {
-  const { job, state, position, last } = entry
-  return { id: job.id, deviceId: job.deviceId, requestId: job.requestId, state, position, last }
-}
 
 export function createJobQueue(deps: JobQueueDeps): JobQueue {
   const { log, clock, events } = deps
@@ -231,16 +214,7 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
   /** Puts a job in line without looking for a server yet. */
   function enqueue(job: Job, force: boolean): void {
     if (stopping || !force) admit(job.deviceId)
-    const entry: Entry = {
-      job,
-      state: 'queued',
-      controller: new AbortController(),
-      last: undefined,
-      position: undefined,
-      attempts: 0,
-      failedOn: new Set(),
-      claimed: false,
-    }
+    const entry = newEntry(job)
     const older = line.add(entry)
     if (older) {
       // The newer prompt took the older one's place in line: the device already waited for that turn.

@@ -44,7 +44,10 @@ async function watcher(url: string, id: string): Promise<Watcher> {
   client.on('message', (topic, payload) => {
     if (topic.endsWith('/frame') && assembler.push(payload)) w.frames++
   })
-  await once(client, 'connect')
+  await new Promise<void>((resolve, reject) => {
+    client.once('connect', () => resolve())
+    client.once('error', reject)
+  })
   return w
 }
 

@@ -1,6 +1,8 @@
 import type { Logger } from 'pino'
 import { bridgeParts } from './bridge-parts.ts'
+import { createBrokerAccess } from './broker/access.ts'
 import { createEmbeddedBroker } from './broker/embedded.ts'
+import { brokerLine, createExternalBroker, externalBrokerOptions } from './broker/external.ts'
 import { type Clock, systemClock } from './clock.ts'
 import type { Config } from './config/schema.ts'
 import { createEventBus } from './events.ts'
@@ -36,12 +38,18 @@ export interface AppDeps {
 export interface RunningPorts {
   mqttPort: number
   httpPort: number | null
+  /** Only when MQTT_TLS_PORT is set. */
+  mqttTlsPort?: number
+  /** Only when MQTT_WS_PORT is set. */
+  mqttWsPort?: number
 }
 
 export interface App {
   start(): Promise<RunningPorts>
   /** Stops taking work, lets running jobs finish within the shutdown time, says offline and closes. */
   stop(reason: string): Promise<void>
+  /** Reads MQTT_PASSWORD_FILE and MQTT_ACL_FILE again (SIGHUP); a file that cannot be used changes nothing. */
+  reload(): void
 }
 
 export function createApp(config: Config, deps: AppDeps): App {
@@ -80,8 +88,24 @@ export function createApp(config: Config, deps: AppDeps): App {
   // A server that is back can take the jobs that were waiting for one.
   events.on('generator.state', ({ state }) => state === 'up' && queue.resume())
   const onChunkSent = (bytes: number) => events.emit('chunk.sent', { bytes })
-  const mqtt = { host: config.MQTT_HOST, port: config.MQTT_PORT, maxPacketBytes: config.MQTT_MAX_PACKET }
-  const broker = createEmbeddedBroker(mqtt, { log: child('broker'), topics, onChunkSent })
+  const access = createBrokerAccess(
+    {
+      baseTopic: config.BASE_TOPIC,
+      passwordFile: config.MQTT_PASSWORD_FILE,
+      aclFile: config.MQTT_ACL_FILE,
+      allowAnonymous: config.MQTT_ALLOW_ANONYMOUS,
+      adminUsers: config.MQTT_ADMIN_USERS,
+    },
+    { log: child('access') },
+  )
+  const broker = config.MQTT_URL
+    ? createExternalBroker(externalBrokerOptions(config, config.MQTT_URL), {
+        ...{ log: child('broker'), topics, clock, onChunkSent },
+      })
+    : createEmbeddedBroker(mqttListeners(config), {
+        ...{ log: child('broker'), topics, access, onChunkSent },
+        monotonic: () => clock.monotonic(),
+      })
   const output = createDeviceOutput({ broker, clock, events, log: child('jobs') })
   const lastFrame = createLastFrame({ store, output, panelOf, log: child('jobs') })
   const devices = createDeviceRegistry({ store, clock, connectedIds: () => broker.connectedDeviceIds() })
@@ -124,7 +148,7 @@ export function createApp(config: Config, deps: AppDeps): App {
         })
 
   const { parts, ports, replayed } = bridgeParts(config, {
-    ...{ generators, store, journal, broker, intake, queue, http, health },
+    ...{ access, generators, store, journal, broker, intake, queue, http, health },
     frameSubscribed(deviceId, clientId) {
       devices.seen(deviceId)
       log.debug({ module: 'broker', deviceId, clientId }, 'frame topic subscribed; sending the last frame')
@@ -147,9 +171,16 @@ export function createApp(config: Config, deps: AppDeps): App {
     async start() {
       running = startParts(parts, log)
       await running
-      const listening = { ...ports, generators: generators.map((g) => g.name), replayed: replayed() }
+      const listening = {
+        ...ports,
+        access: access.mode,
+        ...brokerLine(broker.report()),
+        generators: generators.map((g) => g.name),
+        replayed: replayed(),
+      }
       lifecycle.info({ ...listening, dataDir: config.DATA_DIR, baseTopic: config.BASE_TOPIC }, 'listening')
-      lifecycle.info({ ...ports }, tryItLine(config, ports))
+      // For people at the default level; LOG_LEVEL=warn asked for quiet, so this one is not forced.
+      log.info({ ...ports }, tryItLine(config, ports))
       return { ...ports }
     },
     stop(reason) {
@@ -161,6 +192,23 @@ export function createApp(config: Config, deps: AppDeps): App {
       })()
       return stopping
     },
+    reload() {
+      lifecycle.info('reading the access files again')
+      access.reload()
+    },
+  }
+}
+
+/** The broker's listeners from the settings: plain MQTT always, TLS and WebSocket when set. */
+function mqttListeners(config: Config) {
+  const { MQTT_TLS_PORT: tlsPort, MQTT_TLS_CERT: certFile, MQTT_TLS_KEY: keyFile } = config
+  return {
+    host: config.MQTT_HOST,
+    port: config.MQTT_PORT,
+    maxPacketBytes: config.MQTT_MAX_PACKET,
+    // The schema wants the three together; this only tells the compiler.
+    tls: tlsPort !== undefined && certFile && keyFile ? { port: tlsPort, certFile, keyFile } : undefined,
+    wsPort: config.MQTT_WS_PORT,
   }
 }
 

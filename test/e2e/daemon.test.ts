@@ -79,6 +79,16 @@ describe('the daemon as a user runs it', () => {
     expect(daemon.stdout()).not.toContain('hunter2')
   })
 
+  it('tells people what to try next, with the real port', async () => {
+    const daemon = spawnDaemon(env(), [], dir)
+    const { mqttPort } = await daemon.listening
+    const line = String((await daemon.line((l) => String(l.msg).startsWith('try it:'))).msg)
+    expect(line).toContain(`npx pico-a1111-bridge device --id demo --url mqtt://127.0.0.1:${mqttPort}`)
+    expect(line).toContain(`mosquitto_sub -h 127.0.0.1 -p ${mqttPort} -t 'pico/+/status' -v`)
+    daemon.child.kill('SIGTERM')
+    expect((await daemon.exit).code).toBe(0)
+  })
+
   it('logs the listening line with the real ports even at LOG_LEVEL=warn', async () => {
     const daemon = spawnDaemon({ ...env(), LOG_LEVEL: 'warn' }, [], dir)
     const { mqttPort, httpPort } = await daemon.listening

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startBridge, type TestBridge } from '../support/bridge.ts'
 import { connectDevice } from '../support/device.ts'
 import { type FakeA1111, type Fault, startFakeA1111 } from '../support/fake-a1111.ts'
+import { httpCall } from '../support/http.ts'
 
 describe('A1111 failures reach the device as coded errors, and the bridge keeps serving', () => {
   let fake: FakeA1111
@@ -30,6 +31,7 @@ describe('A1111 failures reach the device as coded errors, and the bridge keeps 
     ['bad-image', 'E_BAD_IMAGE', /./],
     ['hang', 'E_GEN_TIMEOUT', /A1111_TIMEOUT/],
     ['drop', 'E_A1111_UNREACHABLE', /./],
+    ['deep-json', 'E_A1111_BAD_RESPONSE', /nested deeper than/],
   ]
 
   it.each(cases)('fault %s gives %s', async (fault, code, message) => {
@@ -85,6 +87,26 @@ describe('A1111 failures reach the device as coded errors, and the bridge keeps 
       await device.close()
     } finally {
       await other.stop()
+    }
+  })
+})
+
+describe('a health check answered with a hostile JSON', () => {
+  it('marks the server down with E_A1111_BAD_RESPONSE and keeps answering, without building the structure', async () => {
+    const fake = await startFakeA1111({ fault: 'deep-json' })
+    const heapBefore = process.memoryUsage().heapUsed
+    const bridge = await startBridge({ A1111_BASE_URL: fake.url, HTTP_PORT: 0 })
+    try {
+      const down = await bridge.line((l) => l.msg === 'generator down')
+      expect(down).toMatchObject({ code: 'E_A1111_BAD_RESPONSE' })
+      expect(String(down.reason)).toMatch(/nested deeper than/)
+      const health = await httpCall(bridge.httpPort!, '/health')
+      expect(health.status).toBe(503)
+      // 8 MB of brackets would be gigabytes as arrays; the scan refuses them before any is built.
+      expect(process.memoryUsage().heapUsed - heapBefore).toBeLessThan(256 * 1024 * 1024)
+    } finally {
+      await bridge.stop()
+      await fake.close()
     }
   })
 })

@@ -10,6 +10,7 @@ import type { StatusMessage } from '../../src/protocol/status.ts'
 import { startBridge, type TestBridge } from '../support/bridge.ts'
 import { connectDevice } from '../support/device.ts'
 import { type FakeA1111, startFakeA1111 } from '../support/fake-a1111.ts'
+import { httpCall } from '../support/http.ts'
 
 /*
  * The defects the house issue found by trying it: the last picture sent again on every subscription that
@@ -162,6 +163,35 @@ describe('defects of the old house', () => {
     expect(order.indexOf('replay')).toBeLessThan(order.indexOf('mqtt listener'))
     expect(b.logs.find((l) => l.msg === 'listening')?.replayed).toBe(1)
   })
+
+  it('replays thousands of journaled jobs before it listens (the replay is linear)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'pab-many-'))
+    cleanup.push(() => rm(dir, { recursive: true, force: true }))
+    const lines = Array.from({ length: 3000 }, (_, i) =>
+      JSON.stringify({
+        op: 'add',
+        job: {
+          id: `j${String(i).padStart(11, '0')}`,
+          deviceId: `display-${i % 1000}`,
+          createdAt: new Date().toISOString(),
+          prompt: { prompt: `picture ${i}` },
+        },
+      }),
+    )
+    await writeFile(join(dir, 'jobs.journal'), `${lines.join('\n')}\n`)
+    // A fake that takes its time, so the jobs wait in line: 1,000 displays, 3 journaled jobs each.
+    const fake = await startFakeA1111({ latencyMs: 60_000 })
+    cleanup.push(() => fake.close())
+    const b = await startBridge({ A1111_BASE_URL: fake.url, SHUTDOWN_TIMEOUT: 1, HTTP_PORT: 0 }, dir)
+    cleanup.push(() => b.stop())
+    // Each display keeps its newest job (the older two are superseded), all in line before the listener.
+    expect(b.logs.find((l) => l.msg === 'listening')?.replayed).toBe(3000)
+    const health = await httpCall(b.httpPort!, '/health')
+    expect(health.json<{ queue: { waiting: number; running: number } }>().queue).toEqual({
+      waiting: 999,
+      running: 1,
+    })
+  }, 60_000)
 
   it('reports journal lines that no longer parse instead of running them, and writes nothing outside DATA_DIR', async () => {
     const root = await mkdtemp(join(tmpdir(), 'pab-stale-'))

@@ -15,6 +15,8 @@ export interface TestBridge {
   httpPort: number | null
   dataDir: string
   logs: Record<string, unknown>[]
+  /** Resolves with the first log line (logged already or still to come) that matches. */
+  line(match: (line: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>
   stop(): Promise<void>
 }
 
@@ -38,13 +40,29 @@ export async function startBridge(
     }),
   )
   const logs: Record<string, unknown>[] = []
+  const waiters = new Set<(line: Record<string, unknown>) => void>()
   const sink = new Writable({
     write(chunk, _enc, cb) {
-      for (const line of String(chunk).split('\n'))
-        if (line) logs.push(JSON.parse(line) as Record<string, unknown>)
+      for (const text of String(chunk).split('\n')) {
+        if (!text) continue
+        const line = JSON.parse(text) as Record<string, unknown>
+        logs.push(line)
+        for (const waiter of [...waiters]) waiter(line)
+      }
       cb()
     },
   })
+  const line = (match: (l: Record<string, unknown>) => boolean) =>
+    new Promise<Record<string, unknown>>((resolve) => {
+      const seen = logs.find(match)
+      if (seen) return resolve(seen)
+      const waiter = (l: Record<string, unknown>) => {
+        if (!match(l)) return
+        waiters.delete(waiter)
+        resolve(l)
+      }
+      waiters.add(waiter)
+    })
   const app = createApp(config, { log: pino({ level: config.LOG_LEVEL }, sink) })
   const ports = await app.start()
   return {
@@ -55,6 +73,7 @@ export async function startBridge(
     httpPort: ports.httpPort,
     dataDir: dir,
     logs,
+    line,
     async stop() {
       await app.stop('test done')
       if (dataDir === undefined) await rm(dir, { recursive: true, force: true })

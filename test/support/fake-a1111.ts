@@ -24,6 +24,7 @@ export type Fault =
   | 'bad-gateway' // 502 HTML from a reverse proxy in front of A1111
   | 'drop' // the socket is destroyed mid-request
   | 'no-progress' // /sdapi/v1/progress is 404, as on stable-diffusion.cpp (research §7.4)
+  | 'deep-json' // txt2img and options answer 200 with 8 MB of nested arrays: a hostile or broken server
   | null
 
 /** Every fault by name, for the command line of `npm run fake-a1111`. */
@@ -40,7 +41,11 @@ export const FAULTS = [
   'bad-gateway',
   'drop',
   'no-progress',
+  'deep-json',
 ] as const satisfies readonly Exclude<Fault, null>[]
+
+/** Nested arrays four million deep: valid JSON whose parse builds a structure of gigabytes. */
+const DEEP_JSON = `${'['.repeat(4_000_000)}${']'.repeat(4_000_000)}`
 
 export interface FakeA1111Options {
   /** Time per sampling step; 0 (default) answers at once. */
@@ -127,7 +132,10 @@ export async function startFakeA1111(options: FakeA1111Options = {}): Promise<Fa
     '/sdapi/v1/interrupt': { POST: interrupt },
     // skip answers `null`, interrupt `{}` (research §3).
     '/sdapi/v1/skip': { POST: ({ res }) => sendJson(res, 200, 'null') },
-    '/sdapi/v1/options': { GET: ({ res }) => sendJson(res, 200, pyJson(optionsBody(), { compact: true })) },
+    '/sdapi/v1/options': {
+      GET: ({ res }) =>
+        sendJson(res, 200, fault === 'deep-json' ? DEEP_JSON : pyJson(optionsBody(), { compact: true })),
+    },
     '/sdapi/v1/sd-models': { GET: ({ res }) => sendJson(res, 200, pyJson([modelItem()], { compact: true })) },
     // UI mode only, and not behind --api-auth (research §4).
     '/internal/ping': { GET: ({ res }) => sendJson(res, 200, '{}') },
@@ -153,6 +161,8 @@ export async function startFakeA1111(options: FakeA1111Options = {}): Promise<Fa
         return send(ctx.res, 200, 'text/html; charset=utf-8', HTML_PAGE)
       case 'bad-gateway':
         return send(ctx.res, 502, 'text/html', BAD_GATEWAY)
+      case 'deep-json':
+        return sendJson(ctx.res, 200, DEEP_JSON)
     }
     const started = performance.now()
     const answer = await sd.enqueue(checked.parameters)

@@ -16,6 +16,8 @@ export interface Daemon {
   /** The `listening` line, once it came. */
   listening: Promise<{ mqttPort: number; httpPort: number | null }>
   exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
+  /** Resolves with the first log line (seen already or still to come) that matches. */
+  line(match: (line: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>
 }
 
 /** Starts the daemon the way `npm start` does (node running dist/bin/pico-a1111-bridge.js) with only `env` set. */
@@ -35,6 +37,7 @@ export function spawnDaemon(env: Record<string, string>, args: string[] = [], cw
     resolveListening = resolve
     rejectListening = reject
   })
+  const waiters = new Set<(line: Record<string, unknown>) => void>()
   child.stdout!.setEncoding('utf8')
   child.stdout!.on('data', (data: string) => {
     out += data
@@ -51,6 +54,7 @@ export function spawnDaemon(env: Record<string, string>, args: string[] = [], cw
         continue // --check-config and --help print text, not log lines
       }
       lines.push(line)
+      for (const waiter of [...waiters]) waiter(line)
       if (line.msg === 'listening') {
         resolveListening({ mqttPort: line.mqttPort as number, httpPort: line.httpPort as number | null })
       }
@@ -65,5 +69,16 @@ export function spawnDaemon(env: Record<string, string>, args: string[] = [], cw
     return { code: code as number | null, signal: signal as NodeJS.Signals | null }
   })
   listening.catch(() => {})
-  return { child, lines, stderr: () => err, stdout: () => out, listening, exit }
+  const line = (match: (l: Record<string, unknown>) => boolean) =>
+    new Promise<Record<string, unknown>>((resolve) => {
+      const seen = lines.find(match)
+      if (seen) return resolve(seen)
+      const waiter = (l: Record<string, unknown>) => {
+        if (!match(l)) return
+        waiters.delete(waiter)
+        resolve(l)
+      }
+      waiters.add(waiter)
+    })
+  return { child, lines, stderr: () => err, stdout: () => out, listening, exit, line }
 }

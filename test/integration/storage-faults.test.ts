@@ -1,0 +1,55 @@
+import { execFileSync } from 'node:child_process'
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { startBridge } from '../support/bridge.ts'
+import { connectDevice } from '../support/device.ts'
+import { httpCall } from '../support/http.ts'
+
+/*
+ * A DATA_DIR that cannot be written (full, read-only, immutable): a prompt that cannot be recorded is not
+ * accepted. The display gets an E_STORAGE error status, an HTTP client a 503, /health names the disk, and
+ * the bridge recovers once the disk does. `chattr +i` makes the journal file refuse writes for root too.
+ */
+
+describe('a DATA_DIR that cannot be written', () => {
+  const cleanup: (() => Promise<unknown> | void)[] = []
+  afterEach(async () => {
+    for (const fn of cleanup.splice(0).reverse()) await fn()
+  })
+
+  it('refuses the prompt with E_STORAGE, says so in /health, and recovers', async () => {
+    const b = await startBridge({ HTTP_PORT: 0 })
+    cleanup.push(() => b.stop())
+    const port = b.httpPort!
+    const device = await connectDevice(b.mqttUrl, 'attic')
+    cleanup.push(() => device.close())
+    const journal = join(b.dataDir, 'jobs.journal')
+    execFileSync('chattr', ['+i', journal])
+    const unlock = () => void execFileSync('chattr', ['-i', journal])
+    cleanup.push(unlock)
+
+    await device.prompt({ prompt: 'never written', request_id: 'lost' })
+    const refused = await device.waitForStatus((s) => s.request_id === 'lost')
+    expect(refused).toMatchObject({ state: 'error', error: { code: 'E_STORAGE' } })
+    expect(device.statuses.some((s) => s.state === 'queued' || s.state === 'generating')).toBe(false)
+
+    const http = await httpCall(port, '/api/v1/devices/attic/prompt', { body: { prompt: 'nor this' } })
+    expect(http.status).toBe(503)
+    expect(http.headers['retry-after']).toBeDefined()
+    expect(http.json<{ error: { code: string } }>().error.code).toBe('E_STORAGE')
+
+    const sick = await httpCall(port, '/health')
+    expect(sick.status).toBe(503)
+    expect(sick.json<{ storage: { state: string; code: string } }>().storage).toMatchObject({
+      state: 'failing',
+      code: 'E_STORAGE',
+    })
+
+    unlock()
+    await device.prompt({ prompt: 'written now', request_id: 'kept' })
+    await device.waitForStatus((s) => s.request_id === 'kept' && s.state === 'done')
+    const well = await httpCall(port, '/health')
+    expect(well.status).toBe(200)
+    expect(well.json<{ storage: { state: string } }>().storage.state).toBe('ok')
+  })
+})

@@ -1,0 +1,197 @@
+import { hostname } from 'node:os'
+import type { IPublishPacket } from 'mqtt'
+import type { Logger } from 'pino'
+import type { Clock } from '../clock.ts'
+import type { Config } from '../config/schema.ts'
+import type { Topics } from '../protocol/topics.ts'
+import { brokerPort, type Link, openLink, redactUrl } from './external-link.ts'
+import { createTopicOutbox } from './external-outbox.ts'
+import type { BrokerHandlers, BrokerPort, BrokerReport } from './port.ts'
+
+/*
+ * The second adapter of the broker port: the bridge as one client of an external broker (Mosquitto, EMQX)
+ * that displays and other bridges share (README, "Scaling out"; docs/protocol.md). Prompts, `get` and `info`
+ * come through a shared subscription, so the bridges of one group take them in turn; the PUBACK of each waits
+ * for intake (the journal's fsync). `cancel` is subscribed without sharing: every bridge hears it and the one
+ * holding the device's job cancels it, the others hold nothing and say nothing.
+ */
+
+/** A device that sent something within this time counts as online (the bridge cannot see subscriptions). */
+const SEEN_WINDOW_MS = 10 * 60 * 1000
+
+export interface ExternalBrokerOptions {
+  url: string
+  username?: string | undefined
+  password?: string | undefined
+  clientId: string
+  shareGroup: string
+}
+
+export function createExternalBroker(
+  options: ExternalBrokerOptions,
+  deps: { log: Logger; topics: Topics; clock: Clock; onChunkSent?: (bytes: number) => void },
+): BrokerPort {
+  const { log, topics, clock } = deps
+  const stateTopic = `${topics.base}/bridge/${options.clientId}/state`
+  const shownUrl = redactUrl(options.url)
+  const lastSeen = new Map<string, number>()
+  let link: Link | null = null
+  let handlers: BrokerHandlers | null = null
+  let listening = false
+  let openGate: () => void = () => {}
+  const gate = new Promise<void>((resolve) => {
+    openGate = resolve
+  })
+  let closing: Promise<void> | null = null
+
+  const outbox = createTopicOutbox({
+    publish: (topic, payload) => {
+      if (!link) return Promise.reject(new Error('the broker is closed'))
+      return link.client
+        .publishAsync(topic, payload, { qos: 1 })
+        .then(() => deps.onChunkSent?.(payload.length))
+    },
+    connected: () => link?.connected() ?? false,
+    log,
+  })
+
+  /** The filters for this protocol: shared where the broker has shared subscriptions (MQTT 5 section 4.8.2). */
+  function filters(protocol: 4 | 5): string[] {
+    return topics.inboundFilters.map((filter) =>
+      protocol === 5 && !filter.endsWith('/cancel') ? `$share/${options.shareGroup}/${filter}` : filter,
+    )
+  }
+
+  function subscribe(protocol: 4 | 5): void {
+    const wanted = filters(protocol)
+    link?.client.subscribeAsync(wanted, { qos: 1 }).then(
+      (granted) => {
+        const refused = granted.filter((g) => g.qos > 2).map((g) => g.topic)
+        if (refused.length > 0)
+          log.error({ refused }, 'the MQTT broker refused subscriptions; prompts on them are lost')
+        else log.debug({ filters: wanted }, 'subscribed')
+      },
+      (err: unknown) =>
+        log.warn({ reason: (err as Error).message }, 'subscribing failed; retried on reconnect'),
+    )
+  }
+
+  async function inbound(packet: IPublishPacket): Promise<void> {
+    // Messages that a persistent session holds arrive right after CONNACK; they wait (unacknowledged) until
+    // the jobs from the journal are in line (bridge-parts.ts: replay comes before listen).
+    await gate
+    const parsed = topics.parseInbound(packet.topic)
+    if (!parsed || !handlers) return
+    if (parsed.deviceId) lastSeen.set(parsed.deviceId, clock.monotonic())
+    const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload
+    await handlers.inbound({
+      ...parsed,
+      payload,
+      // The sender is not known on an external broker (MQTT 5 has no such property); frames go to the topic.
+      clientId: `via ${options.clientId}`,
+      redelivered: packet.dup === true,
+    })
+  }
+
+  function publishRetained(topic: string, body: string): Promise<void> {
+    if (!link) return Promise.reject(new Error('the broker is not open'))
+    return link.client.publishAsync(topic, body, { qos: 1, retain: true }).then(() => undefined)
+  }
+
+  return {
+    async open(h) {
+      handlers = h
+      const opened = openLink(
+        {
+          ...options,
+          will: { topic: stateTopic, payload: JSON.stringify({ state: 'offline' }) },
+        },
+        {
+          connected({ sessionPresent, protocol }) {
+            if (!sessionPresent) subscribe(protocol)
+            // A broker that lost its retained messages (restarted without persistence) hears it again.
+            if (listening) publishRetained(stateTopic, JSON.stringify({ state: 'online' })).catch(() => {})
+            outbox.resume()
+          },
+          message: inbound,
+        },
+        log,
+      )
+      link = opened
+      await opened.firstAttempt
+    },
+
+    async listen() {
+      listening = true
+      openGate()
+      return { port: brokerPort(options.url) }
+    },
+
+    close() {
+      closing ??= (async () => {
+        const waiting = outbox.queuedChunks()
+        if (waiting > 0)
+          log.warn({ chunks: waiting, devices: outbox.topics() }, 'frame chunks not delivered at stop')
+        openGate()
+        await link?.close()
+        link = null
+      })()
+      return closing
+    },
+
+    publishStatus: (deviceId, body) => publishRetained(topics.device(deviceId, 'status'), body),
+    publishBridgeState: (state) => publishRetained(stateTopic, JSON.stringify({ state })),
+
+    sendFrame(deviceId, chunks, target = {}) {
+      // The broker fans out to whoever subscribed; a frame for one client goes to the topic all the same.
+      return outbox.send(topics.device(deviceId, 'frame'), chunks, target.tag) ? 1 : 0
+    },
+
+    connectedDeviceIds() {
+      const since = clock.monotonic() - SEEN_WINDOW_MS
+      const ids = new Set<string>()
+      for (const [id, at] of lastSeen) {
+        if (at >= since) ids.add(id)
+        else lastSeen.delete(id)
+      }
+      return ids
+    },
+    connectedClients() {
+      return this.connectedDeviceIds().size
+    },
+    queuedChunks: () => outbox.queuedChunks(),
+    report() {
+      return {
+        kind: 'external',
+        url: shownUrl,
+        connected: link?.connected() ?? false,
+        protocol: link?.protocol() ?? 5,
+        client_id: options.clientId,
+        clients: this.connectedDeviceIds().size,
+        queued_chunks: outbox.queuedChunks(),
+      }
+    },
+  }
+}
+
+/** The adapter's options from the settings; the client id defaults to one per machine. */
+export function externalBrokerOptions(config: Config, url: string): ExternalBrokerOptions {
+  return {
+    url,
+    username: config.MQTT_USERNAME,
+    password: config.MQTT_PASSWORD,
+    clientId: config.MQTT_CLIENT_ID ?? `pico-a1111-bridge-${hostname()}`,
+    shareGroup: config.MQTT_SHARE_GROUP,
+  }
+}
+
+/** What the listening line says about the broker: which one, and for an external one where and whether up. */
+export function brokerLine(report: BrokerReport): Record<string, unknown> {
+  if (report.kind === 'embedded') return { broker: 'embedded' }
+  return {
+    broker: 'external',
+    mqttUrl: report.url,
+    mqttConnected: report.connected,
+    clientId: report.client_id,
+  }
+}

@@ -5,7 +5,10 @@ import type { Config } from './config/schema.ts'
  * real ports and the host a client on this machine reaches.
  */
 export function tryItLine(config: Config, ports: { mqttPort: number }): string {
-  const host = config.MQTT_HOST === '0.0.0.0' || config.MQTT_HOST === '::' ? '127.0.0.1' : config.MQTT_HOST
+  const listenHost =
+    config.MQTT_HOST === '0.0.0.0' || config.MQTT_HOST === '::' ? '127.0.0.1' : config.MQTT_HOST
+  // With MQTT_URL the displays are on that broker (its login is not repeated here).
+  const host = config.MQTT_URL ? new URL(config.MQTT_URL).hostname.replace(/^\[|\]$/g, '') : listenHost
   const url = `mqtt://${host.includes(':') ? `[${host}]` : host}:${ports.mqttPort}`
   return (
     `try it: npx pico-a1111-bridge device --id demo --url ${url} --prompt "a red fox" ` +

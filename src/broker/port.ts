@@ -16,6 +16,8 @@ export interface InboundMessage {
   payload: Buffer
   /** The MQTT client that sent it, for logs and for sending a frame to the one who asked. */
   clientId: string
+  /** The broker sent it before (MQTT DUP flag): a prompt taken already is not taken again. */
+  redelivered?: boolean
 }
 
 export interface BrokerHandlers {
@@ -36,9 +38,14 @@ export interface FrameTarget {
 }
 
 export interface BrokerReport {
-  kind: 'embedded'
+  kind: 'embedded' | 'external'
   clients: number
   queued_chunks: number
+  /** External: the broker's URL without its password, whether the link is up, what it speaks, this bridge. */
+  url?: string
+  connected?: boolean
+  protocol?: 4 | 5
+  client_id?: string
 }
 
 export interface BrokerPort {

@@ -67,6 +67,27 @@ const httpUrl = z
 
 const host = z.string().trim().min(1, { error: 'must not be empty' })
 
+const mqttUrl = z
+  .string()
+  .trim()
+  .refine(
+    (s) => {
+      try {
+        const u = new URL(s)
+        return (u.protocol === 'mqtt:' || u.protocol === 'mqtts:') && u.hostname !== ''
+      } catch {
+        return false
+      }
+    },
+    { error: 'must be an mqtt:// or mqtts:// URL, e.g. mqtt://bridge:secret@broker.lan:1883' },
+  )
+
+/** One topic level that names something (a client id, a share group): no `/`, `+`, `#` or spaces. */
+const topicWord = z
+  .string()
+  .trim()
+  .regex(/^[^#+/\s]{1,128}$/, { error: 'must be 1 to 128 characters without /, +, # or spaces' })
+
 /** One A1111 server of the config file's array form, with its own credentials and timeout if it needs them. */
 const a1111Server = z
   .object({
@@ -161,6 +182,15 @@ export const configSchema = z
     PREVIEW_DEFAULT: bool.default(false),
     /** Largest MQTT packet a client may send; larger ones close its connection (Aedes 1.x has no limit). */
     MQTT_MAX_PACKET: int(1024, 268_435_455).default(262_144),
+    /** An external broker (mqtt:// or mqtts://, user:pass allowed) to use instead of the embedded one. */
+    MQTT_URL: mqttUrl.optional(),
+    /** The login at MQTT_URL's broker, when the URL does not carry it. */
+    MQTT_USERNAME: z.string().optional(),
+    MQTT_PASSWORD: z.string().optional(),
+    /** The bridge's client id at MQTT_URL's broker; unset, `pico-a1111-bridge-<hostname>`. */
+    MQTT_CLIENT_ID: topicWord.optional(),
+    /** The shared-subscription group that the bridges on one broker split prompts in. */
+    MQTT_SHARE_GROUP: topicWord.default('pico-a1111-bridge'),
     /** Time per step the demo generator pretends to take, so progress can be seen without a GPU. */
     DEMO_STEP_MS: int(0, 10_000).default(100),
     /** How long a stop may take before the daemon gives up waiting for running work. */

@@ -52,6 +52,7 @@ export function createIntake(deps: {
   log: Logger
 }): Intake {
   const { log, clock } = deps
+  const taken = createTakenPrompts()
 
   function reject(deviceId: string, err: AppError, requestId?: string | number): void {
     deps.output.status(deviceId, { id: newJobId(), requestId }, { state: 'error', error: err.toJSON() })
@@ -89,16 +90,29 @@ export function createIntake(deps: {
       deps.journal.end(job.id)
       throw err
     }
+    taken.add(deviceId, prompt, job.id)
     log.info({ deviceId, jobId: job.id, prompt: prompt.prompt.slice(0, 200) }, 'prompt queued')
     return job
   }
 
-  async function handlePrompt(deviceId: string, payload: Buffer, clientId: string): Promise<void> {
+  async function handlePrompt(
+    deviceId: string,
+    payload: Buffer,
+    clientId: string,
+    redelivered: boolean,
+  ): Promise<void> {
     let prompt: PromptRequest
     try {
       prompt = parsePromptPayload(payload)
     } catch (err) {
       reject(deviceId, logRefusal(err, deviceId, clientId))
+      return
+    }
+    // A broker sends a prompt again when its PUBACK did not arrive (MQTT 5 section 4.4), for instance after
+    // the bridge died between the journal's fsync and the ack: the job is in the journal already.
+    const jobId = redelivered ? taken.find(deviceId, prompt) : undefined
+    if (jobId !== undefined) {
+      log.info({ deviceId, clientId, jobId }, 'prompt sent again by the broker; taken already')
       return
     }
     try {
@@ -111,6 +125,7 @@ export function createIntake(deps: {
   return {
     submitPrompt,
     replay(jobs) {
+      for (const saved of jobs) taken.add(saved.deviceId, saved.prompt, saved.id)
       deps.queue.submitAll(
         jobs.map((saved) => createDeviceJob(deps.jobDeps, saved.id, saved.deviceId, saved.prompt)),
       )
@@ -133,7 +148,7 @@ export function createIntake(deps: {
       deps.seen(deviceId)
       switch (kind) {
         case 'prompt':
-          return handlePrompt(deviceId, msg.payload, clientId)
+          return handlePrompt(deviceId, msg.payload, clientId, msg.redelivered === true)
         case 'cancel': {
           const n = deps.queue.cancelDevice(deviceId, 'requested')
           log.info({ deviceId, clientId, cancelled: n }, 'cancel requested')
@@ -151,5 +166,29 @@ export function createIntake(deps: {
           return
       }
     },
+  }
+}
+
+/** Prompts remembered over all devices, to know one the broker sends again. */
+const TAKEN_KEPT = 1024
+
+/** The prompts taken lately (by request id, else by their whole content), newest last, bounded. */
+function createTakenPrompts() {
+  const byKey = new Map<string, string>()
+  const keyOf = (deviceId: string, prompt: PromptRequest) =>
+    prompt.requestId !== undefined
+      ? `${deviceId}\0id\0${String(prompt.requestId)}`
+      : `${deviceId}\0${JSON.stringify(prompt)}`
+  return {
+    add(deviceId: string, prompt: PromptRequest, jobId: string): void {
+      const key = keyOf(deviceId, prompt)
+      byKey.delete(key)
+      byKey.set(key, jobId)
+      for (const oldest of byKey.keys()) {
+        if (byKey.size <= TAKEN_KEPT) break
+        byKey.delete(oldest)
+      }
+    },
+    find: (deviceId: string, prompt: PromptRequest) => byKey.get(keyOf(deviceId, prompt)),
   }
 }

@@ -116,6 +116,7 @@ async function launch(binary: string, confPath: string): Promise<Started> {
  */
 export async function startMosquitto(
   config: string | ((dir: string) => Promise<string> | string),
+  options: { port?: number } = {},
 ): Promise<RunningMosquitto> {
   const binary = mosquittoBinary()
   const dir = await mkdtemp(join(tmpdir(), 'mosquitto-test-'))
@@ -128,7 +129,8 @@ export async function startMosquitto(
   }
   // Another process can take the port between freePort() and mosquitto's bind: then try a new one.
   for (let attempt = 0; attempt < 3; attempt++) {
-    const port = await freePort()
+    // A given port: the same broker address again, as after a restart of the broker.
+    const port = options.port ?? (await freePort())
     const confPath = join(dir, 'mosquitto.conf')
     await writeFile(
       confPath,
@@ -145,7 +147,7 @@ export async function startMosquitto(
     )
     const started = await launch(binary, confPath)
     if (!started.ok) {
-      if (/Address already in use/.test(started.log)) continue
+      if (/Address already in use/.test(started.log) && options.port === undefined) continue
       await rm(dir, { recursive: true, force: true })
       throw new Error(`mosquitto did not start:\n${started.log}`)
     }

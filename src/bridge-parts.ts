@@ -1,4 +1,5 @@
 import { mkdir } from 'node:fs/promises'
+import type { BrokerAccess } from './broker/access.ts'
 import type { BrokerPort } from './broker/port.ts'
 import type { Config } from './config/schema.ts'
 import type { GeneratorHealth } from './generator/health.ts'
@@ -23,7 +24,7 @@ const SWEEP_INTERVAL_MS = 60 * 60 * 1000
 export interface BridgeParts {
   parts: Part[]
   /** The real ports, once the listeners are bound. */
-  ports: { mqttPort: number; httpPort: number | null }
+  ports: { mqttPort: number; httpPort: number | null; mqttTlsPort?: number; mqttWsPort?: number }
   /** How many journaled jobs were queued again at the start. */
   replayed(): number
 }
@@ -31,6 +32,7 @@ export interface BridgeParts {
 export function bridgeParts(
   config: Config,
   b: {
+    access: BrokerAccess
     generators: Generator[]
     store: FrameStore
     journal: JobJournal
@@ -51,6 +53,8 @@ export function bridgeParts(
   const ports: BridgeParts['ports'] = { mqttPort: 0, httpPort: null }
 
   const parts: Part[] = [
+    // First: a password or ACL file that cannot be read stops the start before anything is touched.
+    { name: 'access files', start: () => b.access.start(), stop: () => b.access.stop() },
     {
       name: 'data-dir lock',
       async start() {
@@ -92,7 +96,10 @@ export function bridgeParts(
     {
       name: 'mqtt listener',
       async start() {
-        ports.mqttPort = (await b.broker.listen()).port
+        const bound = await b.broker.listen()
+        ports.mqttPort = bound.port
+        if (bound.tlsPort !== undefined) ports.mqttTlsPort = bound.tlsPort
+        if (bound.wsPort !== undefined) ports.mqttWsPort = bound.wsPort
       },
       stop() {},
     },

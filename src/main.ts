@@ -3,7 +3,7 @@ import { pino } from 'pino'
 import { createApp } from './app.ts'
 import { ConfigError, describeConfig, loadConfig } from './config/load.ts'
 import type { Config } from './config/schema.ts'
-import { describeStartFailure } from './start-failure.ts'
+import { describeStartFailure, isSettingsFailure } from './start-failure.ts'
 
 /*
  * The command line and the process: arguments, settings, the root logger, signals and exit codes. The only
@@ -31,7 +31,8 @@ Options:
 
 Settings are environment variables (or keys of the config file), e.g. A1111_BASE_URL, MQTT_PORT,
 HTTP_PORT, DATA_DIR; a .env file in the working directory is read too. See README.md.
-Exit codes: 0 stopped cleanly, 1 failed, 64 bad usage, 78 invalid settings.`
+SIGHUP reads MQTT_PASSWORD_FILE and MQTT_ACL_FILE again.
+Exit codes: 0 stopped cleanly, 1 failed, 64 bad usage, 78 invalid settings or access files.`
 
 export async function main(argv: string[]): Promise<void> {
   if (argv[0] === 'device') {
@@ -131,6 +132,10 @@ export async function main(argv: string[]): Promise<void> {
   // Later signals are ignored while the first stop runs (the deadline above ends a stuck stop).
   process.on('SIGTERM', () => {})
   process.on('SIGINT', () => {})
+  // SIGHUP reads the password and ACL files again, as it does for Mosquitto (systemctl reload).
+  process.on('SIGHUP', () => {
+    if (!stopping) app.reload()
+  })
   process.on('uncaughtException', (err) => {
     log.fatal({ err }, 'uncaught exception; exiting')
     process.exit(1)
@@ -145,7 +150,9 @@ export async function main(argv: string[]): Promise<void> {
   } catch (err) {
     log.fatal({ err }, describeStartFailure(err, config))
     await app.stop('start failed').catch(() => {})
-    process.exitCode = 1
+    // A password, ACL or certificate file that cannot be used is a settings problem: the unit does not
+    // restart on 78 (EX_CONFIG), as for a bad setting.
+    process.exitCode = isSettingsFailure(err) ? EXIT_CONFIG : 1
   }
 }
 

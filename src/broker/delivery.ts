@@ -67,13 +67,15 @@ export function createFrameDelivery(deps: {
   clients: () => Iterable<Client>
   log: Logger
   onChunkSent?: (bytes: number) => void
+  /** Whether the access rules let `client` read `topic` (an ACL file can refuse part of a wildcard). */
+  mayRead?: (client: Client, topic: string) => boolean
 }): FrameDelivery {
   const outboxes = new Map<Client, Outbox>()
   let sequence = 0
 
   function grantedQos(client: Client, topic: string): 0 | 1 | null {
     const subs = (client as ClientWithSubscriptions).subscriptions
-    if (!subs) return null
+    if (!subs || deps.mayRead?.(client, topic) === false) return null
     let best: 0 | 1 | null = null
     for (const [filter, sub] of Object.entries(subs)) {
       if (!sub || !topicMatches(filter, topic)) continue

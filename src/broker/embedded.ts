@@ -1,10 +1,14 @@
 import { once } from 'node:events'
-import { createServer, type Server, type Socket } from 'node:net'
+import type { Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
 import { Aedes, type AuthorizePublishHandler, type Client } from 'aedes'
 import type { Logger } from 'pino'
 import type { Topics } from '../protocol/topics.ts'
 import { topicMatches } from '../protocol/topics.ts'
+import type { BrokerAccess } from './access.ts'
+import { createAccessHooks } from './access-hooks.ts'
 import { createFrameDelivery } from './delivery.ts'
+import { createListeners, type ListenerOptions, type Listeners } from './listeners.ts'
 import { guardPacketSize } from './packet-guard.ts'
 import type { BrokerHandlers, BrokerPort } from './port.ts'
 import { deviceOfFilter, subscribedDeviceIds } from './presence.ts'
@@ -29,21 +33,29 @@ const RETAINED_SEQUENCE_ID = 'pico-a1111-bridge/retained'
 /** How long clients get to read what is left and close on a stop. */
 const SOCKET_END_GRACE_MS = 1_000
 
-export interface EmbeddedBrokerOptions {
-  host: string
-  port: number
-  maxPacketBytes: number
-}
+export type EmbeddedBrokerOptions = ListenerOptions
 
 export function createEmbeddedBroker(
   options: EmbeddedBrokerOptions,
-  deps: { log: Logger; topics: Topics; onChunkSent?: (bytes: number) => void },
+  deps: {
+    log: Logger
+    topics: Topics
+    /** Who may connect and do what (MQTT_PASSWORD_FILE, MQTT_ACL_FILE). */
+    access: BrokerAccess
+    onChunkSent?: (bytes: number) => void
+    monotonic?: () => number
+  },
 ): BrokerPort {
   const { log, topics } = deps
   const clients = new Map<string, Client>()
-  const sockets = new Set<Socket>()
+  const sockets = new Set<Duplex>()
+  const hooks = createAccessHooks(deps.access, {
+    log,
+    monotonic: deps.monotonic ?? (() => performance.now()),
+  })
   let aedes: Aedes | null = null
-  let server: Server | null = null
+  let listeners: Listeners | null = null
+  let bound: Awaited<ReturnType<Listeners['listen']>> | null = null
   let handlers: BrokerHandlers | null = null
   let closing: Promise<void> | null = null
   let retainedSequence = 0
@@ -52,12 +64,18 @@ export function createEmbeddedBroker(
     clients: () => clients.values(),
     log,
     onChunkSent: deps.onChunkSent,
+    mayRead: hooks.mayRead,
   })
 
   const authorizePublish: AuthorizePublishHandler = (client, packet, callback) => {
     // Aedes' default rule, kept: clients may not publish into $SYS (aedes#597).
     if (packet.topic.startsWith('$SYS/')) {
       callback(new Error('$SYS topics are reserved for the broker'))
+      return
+    }
+    // A refused publish is acknowledged and reaches nobody (access-hooks.ts says why).
+    if (!hooks.checkPublish(client, packet)) {
+      callback(null)
       return
     }
     const inbound = client && handlers ? topics.parseInbound(packet.topic) : null
@@ -136,43 +154,47 @@ export function createEmbeddedBroker(
   return {
     async open(h) {
       handlers = h
-      const broker = new Aedes({ authorizePublish, drainTimeout: DRAIN_TIMEOUT_MS, concurrency: 1000 })
+      const { authenticate, authorizeSubscribe, authorizeForward } = hooks
+      const broker = new Aedes({
+        ...{ authenticate, authorizePublish, authorizeSubscribe, authorizeForward },
+        drainTimeout: DRAIN_TIMEOUT_MS,
+        concurrency: 1000,
+      })
       await broker.listen()
       trackClients(broker)
       aedes = broker
+      // A user removed from the password file, or given a new password, is not left connected.
+      deps.access.onUsersChanged((admitted) => {
+        for (const client of clients.values()) {
+          const session = hooks.sessionOf(client)
+          if (!session || admitted(session)) continue
+          log.info({ clientId: client.id, user: session.user }, 'MQTT client disconnected: its login is gone')
+          client.close()
+        }
+      })
     },
 
     async listen() {
       const broker = aedes
       if (!broker) throw new Error('the broker is not open')
-      const srv = createServer((socket) => {
-        sockets.add(socket)
-        socket.once('close', () => sockets.delete(socket))
-        guardPacketSize(socket, options.maxPacketBytes, (size) => {
-          log.warn(
-            { remote: socket.remoteAddress, size, limit: options.maxPacketBytes },
-            'MQTT packet too large',
-          )
+      listeners = createListeners(options, (stream, req) => {
+        sockets.add(stream)
+        stream.once('close', () => sockets.delete(stream))
+        const remote = (stream as Partial<Socket>).remoteAddress ?? req?.socket.remoteAddress
+        // The guard only reads 'data' and calls destroy(), which every stream has.
+        guardPacketSize(stream as Socket, options.maxPacketBytes, (size) => {
+          log.warn({ remote, size, limit: options.maxPacketBytes }, 'MQTT packet too large')
         })
-        broker.handle(socket)
+        broker.handle(stream, req)
       })
-      server = srv
-      srv.listen({ host: options.host, port: options.port })
-      await Promise.race([
-        once(srv, 'listening'),
-        once(srv, 'error').then(([err]) => {
-          throw err
-        }),
-      ])
-      const address = srv.address()
-      return { port: typeof address === 'object' && address ? address.port : options.port }
+      bound = await listeners.listen()
+      return bound
     },
 
     close() {
       closing ??= (async () => {
-        const srv = server
         const broker = aedes
-        if (srv) srv.close()
+        listeners?.close()
         // Half-close first so what was already written (the retained offline state, the last bands) reaches
         // the clients; Aedes' own close destroys sockets outright.
         await endSockets(sockets, SOCKET_END_GRACE_MS)
@@ -201,11 +223,22 @@ export function createEmbeddedBroker(
     connectedDeviceIds: () => subscribedDeviceIds(clients.values(), topics.base),
     connectedClients: () => clients.size,
     queuedChunks: () => delivery.queuedChunks(),
-    report: () => ({ kind: 'embedded', clients: clients.size, queued_chunks: delivery.queuedChunks() }),
+    report: () => ({
+      kind: 'embedded',
+      clients: clients.size,
+      queued_chunks: delivery.queuedChunks(),
+      access: deps.access.mode,
+      anonymous: deps.access.allowAnonymous,
+      listeners: {
+        mqtt: bound?.port ?? null,
+        mqtts: bound?.tlsPort ?? null,
+        ws: bound?.wsPort ?? null,
+      },
+    }),
   }
 }
 
-async function endSockets(sockets: Set<Socket>, graceMs: number): Promise<void> {
+async function endSockets(sockets: Set<Duplex>, graceMs: number): Promise<void> {
   const closed = [...sockets].map((socket) => {
     socket.end()
     return once(socket, 'close').catch(() => undefined)

@@ -46,13 +46,26 @@ export interface BrokerReport {
   connected?: boolean
   protocol?: 4 | 5
   client_id?: string
+  /** Who may connect (the embedded broker's): open, an ACL file only, or the users of a password file. */
+  access?: 'open' | 'acl' | 'password'
+  /** Whether clients without a user name may connect. */
+  anonymous?: boolean
+  /** The real port of each listener, null when it is off. */
+  listeners?: { mqtt: number | null; mqtts: number | null; ws: number | null }
+}
+
+/** The ports a broker listens on; the TLS and WebSocket ones only when set. */
+export interface ListeningPorts {
+  port: number
+  tlsPort?: number
+  wsPort?: number
 }
 
 export interface BrokerPort {
   /** Ready to publish (retained status is kept for later subscribers) but not yet taking connections. */
   open(handlers: BrokerHandlers): Promise<void>
   /** Takes connections; the port is the real one when the settings said 0. */
-  listen(): Promise<{ port: number }>
+  listen(): Promise<ListeningPorts>
   /** Stops taking connections, lets clients read what was written, and closes. */
   close(): Promise<void>
   /** Publishes a device's status, retained, so a device that connects later reads its last state. */

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { parseEnv } from 'node:util'
 import type { z } from 'zod'
-import { type Config, configSchema, SETTING_NAMES } from './schema.ts'
+import { type Config, configSchema, SETTING_NAMES, TLS_SETTINGS } from './schema.ts'
 import { isSecretName, maskSecrets, maskUrlPasswords } from './secrets.ts'
 
 /**
@@ -159,7 +159,12 @@ function describeIssues(
   return issues.map((issue) => {
     const top = String(issue.path[0] ?? '')
     // A pairing rule names the missing half; the value to fix came from where the other half was set.
-    const source = sources.get(top) ?? sources.get(pairOf(top)) ?? 'default'
+    const source =
+      sources.get(top) ??
+      partnersOf(top)
+        .map((n) => sources.get(n))
+        .find(Boolean) ??
+      'default'
     const label = settingLabel(issue.path, source, raw)
     if (issue.code === 'unrecognized_keys') {
       const keys = issue.keys.map((k) => JSON.stringify(k)).join(', ')
@@ -211,10 +216,11 @@ function shownValue(issue: z.core.$ZodIssue, raw: Record<string, unknown>): stri
   return ''
 }
 
-function pairOf(name: string): string {
-  if (name === 'A1111_USERNAME') return 'A1111_PASSWORD'
-  if (name === 'A1111_PASSWORD') return 'A1111_USERNAME'
-  return name
+/** Settings that go together: a problem with the one left out came from where the others were set. */
+const TOGETHER: readonly (readonly string[])[] = [['A1111_USERNAME', 'A1111_PASSWORD'], TLS_SETTINGS]
+
+function partnersOf(name: string): readonly string[] {
+  return TOGETHER.find((group) => group.includes(name))?.filter((n) => n !== name) ?? []
 }
 
 function suggest(name: string): string {

@@ -88,6 +88,32 @@ const topicWord = z
   .trim()
   .regex(/^[^#+/\s]{1,128}$/, { error: 'must be 1 to 128 characters without /, +, # or spaces' })
 
+const filePath = z.string().trim().min(1, { error: 'must not be empty' })
+
+/** A listener that is off unless a port is given; `off` says so explicitly. */
+const optionalPort = z.preprocess(
+  (v) => (typeof v === 'string' && v.trim().toLowerCase() === 'off' ? undefined : v),
+  port.optional(),
+)
+
+/** `a,b` in the environment, a string or an array of strings in the config file; always an array once parsed. */
+const nameList = z.preprocess(
+  (v) =>
+    typeof v === 'string'
+      ? v
+          .split(',')
+          .map((s) => s.trim())
+          .filter((s) => s !== '')
+      : v,
+  z.array(
+    z
+      .string()
+      .trim()
+      .regex(/^[^:\s]+$/, { error: 'user names have no spaces or colons' }),
+    { error: 'must be a comma-separated list of user names' },
+  ),
+)
+
 /** One A1111 server of the config file's array form, with its own credentials and timeout if it needs them. */
 const a1111Server = z
   .object({
@@ -118,6 +144,12 @@ const a1111ServerList = z.preprocess(
     .min(1, { error: 'must name at least one server' }),
 )
 
+/** The settings of the TLS listener, which go together. */
+export const TLS_SETTINGS = ['MQTT_TLS_PORT', 'MQTT_TLS_CERT', 'MQTT_TLS_KEY'] as const
+
+/** The settings that give a listener its port (start-failure.ts names the one whose port is taken). */
+export const LISTENER_PORTS = ['MQTT_PORT', 'HTTP_PORT', 'MQTT_TLS_PORT', 'MQTT_WS_PORT'] as const
+
 export const configSchema = z
   .object({
     A1111_BASE_URL: a1111ServerList.optional(),
@@ -142,6 +174,22 @@ export const configSchema = z
     FRAME_COMPRESS: bool.default(false),
     MQTT_HOST: host.default('0.0.0.0'),
     MQTT_PORT: port.default(1883),
+    /** A Mosquitto password file (mosquitto_passwd or `pico-a1111-bridge passwd`); unset leaves the broker open. */
+    MQTT_PASSWORD_FILE: filePath.optional(),
+    /** A Mosquitto ACL file; unset, each user acts only as the display of its own name (admins for all). */
+    MQTT_ACL_FILE: filePath.optional(),
+    /** Let clients without a user name connect although MQTT_PASSWORD_FILE is set. */
+    MQTT_ALLOW_ANONYMOUS: bool.default(false),
+    /** Comma-separated users who may act for every display (automations, dashboards); ignored with an ACL file. */
+    MQTT_ADMIN_USERS: nameList.default([]),
+    /** Port of an MQTT-over-TLS listener (8883 by convention); needs MQTT_TLS_CERT and MQTT_TLS_KEY. */
+    MQTT_TLS_PORT: optionalPort,
+    /** PEM file of the TLS listener's certificate (its chain after it). */
+    MQTT_TLS_CERT: filePath.optional(),
+    /** PEM file of the TLS listener's private key. */
+    MQTT_TLS_KEY: filePath.optional(),
+    /** Port of an MQTT-over-WebSocket listener, path /mqtt; off unless set. */
+    MQTT_WS_PORT: optionalPort,
     HTTP_HOST: host.default('0.0.0.0'),
     HTTP_PORT: z
       .preprocess(
@@ -214,6 +262,16 @@ export const configSchema = z
         message: 'A1111_USERNAME and A1111_PASSWORD go together: set both or neither',
       })
     }
+    const tls = TLS_SETTINGS.filter((name) => c[name] !== undefined)
+    if (tls.length > 0 && tls.length < TLS_SETTINGS.length) {
+      for (const missing of TLS_SETTINGS.filter((name) => c[name] === undefined)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [missing],
+          message: `MQTT_TLS_PORT, MQTT_TLS_CERT and MQTT_TLS_KEY go together: ${tls.join(' and ')} ${tls.length === 1 ? 'is' : 'are'} set, ${missing} is not`,
+        })
+      }
+    }
   })
 
 export type Config = Readonly<z.infer<typeof configSchema>>
@@ -243,3 +301,14 @@ export const SETTING_NAMES: readonly string[] = Object.keys(configSchema.shape)
 
 /** Settings whose values never appear in logs or in --check-config output. */
 export const SECRET_SETTINGS: ReadonlySet<string> = new Set(['A1111_PASSWORD', 'SERVICE_API_KEY'])
+
+/**
+ * Settings that hold the path of a file, shown although a name says PASSWORD or KEY: the path is no secret,
+ * the file's contents are, and those are never logged (an AuthFileError names a file and a line only).
+ */
+export const PATH_SETTINGS: ReadonlySet<string> = new Set([
+  'MQTT_PASSWORD_FILE',
+  'MQTT_ACL_FILE',
+  'MQTT_TLS_CERT',
+  'MQTT_TLS_KEY',
+])

@@ -1,10 +1,11 @@
-import { SECRET_SETTINGS } from './schema.ts'
+import { PATH_SETTINGS, SECRET_SETTINGS } from './schema.ts'
 
 /*
  * What never leaves the process in clear: in a settings error, in --check-config. A setting is secret by
  * name (SECRET_SETTINGS, or a name that says password, secret, token or key), and a URL's password is
  * secret whatever setting holds the URL (A1111_BASE_URL today; the MQTT_URL and HA_MQTT_URL of the
- * external-broker links carry one too). Pure.
+ * external-broker links carry one too). A setting that holds a file's path (MQTT_PASSWORD_FILE) is shown:
+ * the secret is in the file, which is never logged. Pure.
  */
 
 /** The mask put in place of a secret. */
@@ -14,6 +15,7 @@ const SECRET_NAME = /PASSWORD|SECRET|TOKEN|API_KEY/i
 
 /** True for a setting (or a field of one, such as a server's `password`) whose value is a secret. */
 export function isSecretName(name: string): boolean {
+  if (PATH_SETTINGS.has(name)) return false
   return SECRET_SETTINGS.has(name) || SECRET_NAME.test(name)
 }
 

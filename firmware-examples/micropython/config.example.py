@@ -8,6 +8,14 @@ WIFI_COUNTRY = None          # e.g. "GB" or "US": sets the allowed Wi-Fi channel
 # The machine running pico-a1111-bridge (its MQTT broker listens on 1883)
 MQTT_HOST = "192.168.1.10"
 MQTT_PORT = 1883
+# This display's login when the bridge has MQTT_PASSWORD_FILE (README, "Security"); None = no login.
+# Make it on the bridge with: pico-a1111-bridge passwd /etc/pico-a1111-bridge/passwd kitchen
+MQTT_USER = None             # e.g. "kitchen": the same as DEVICE_ID, unless the bridge's ACL file says otherwise
+MQTT_PASSWORD = None
+# TLS to the bridge's MQTT_TLS_PORT (README here, "TLS"): set MQTT_PORT to that port (8883 by convention).
+MQTT_TLS = False
+MQTT_CA_FILE = None          # with MQTT_TLS: the bridge's certificate in DER form on the board, e.g. "bridge.der";
+                             # None encrypts without checking who answers
 BASE_TOPIC = "pico"          # the bridge's BASE_TOPIC
 DEVICE_ID = "kitchen"        # 1-64 letters, digits, _ or -; not "bridge"
 KEEPALIVE_S = 60             # main.py pings every KEEPALIVE_S / 3 seconds

@@ -408,6 +408,20 @@ def _why(e):
     return repr(e)
 
 
+def tls_context(ca_file):
+    """An SSLContext for umqtt's ssl= argument: the bridge's certificate checked when ca_file names it (DER)."""
+    import tls
+
+    ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+    if ca_file:
+        with open(ca_file, "rb") as f:
+            ctx.load_verify_locations(cadata=f.read())
+        ctx.verify_mode = tls.CERT_REQUIRED
+    else:
+        ctx.verify_mode = tls.CERT_NONE
+    return ctx
+
+
 def run():
     """Starts the frame on the board: needs config.py, umqtt.simple and (unless DISPLAY is none) a driver."""
     import binascii
@@ -444,11 +458,15 @@ def run():
     uid = binascii.hexlify(machine.unique_id()).decode()
     client_id = "pico-%s-%s" % (cfg.DEVICE_ID, uid)  # unique: a duplicate id makes the broker kick the other
 
+    use_tls = getattr(cfg, "MQTT_TLS", False)
+
     def make_client():
         from umqtt.simple import MQTTClient
 
-        return MQTTClient(client_id, cfg.MQTT_HOST, port=getattr(cfg, "MQTT_PORT", 1883),
-                          keepalive=getattr(cfg, "KEEPALIVE_S", 60))
+        return MQTTClient(client_id, cfg.MQTT_HOST, port=getattr(cfg, "MQTT_PORT", 8883 if use_tls else 1883),
+                          user=getattr(cfg, "MQTT_USER", None), password=getattr(cfg, "MQTT_PASSWORD", None),
+                          keepalive=getattr(cfg, "KEEPALIVE_S", 60),
+                          ssl=tls_context(getattr(cfg, "MQTT_CA_FILE", None)) if use_tls else None)
 
     def button(name):
         pin = getattr(cfg, name, None)

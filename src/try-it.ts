@@ -9,10 +9,12 @@ export function tryItLine(config: Config, ports: { mqttPort: number }): string {
     config.MQTT_HOST === '0.0.0.0' || config.MQTT_HOST === '::' ? '127.0.0.1' : config.MQTT_HOST
   // With MQTT_URL the displays are on that broker (its login is not repeated here).
   const host = config.MQTT_URL ? new URL(config.MQTT_URL).hostname.replace(/^\[|\]$/g, '') : listenHost
-  const url = `mqtt://${host.includes(':') ? `[${host}]` : host}:${ports.mqttPort}`
+  // With a password file the commands need a login: an admin's, to see every display (README, "Security").
+  const login = config.MQTT_PASSWORD_FILE !== undefined && !config.MQTT_URL
+  const url = `mqtt://${login ? 'USER:PASSWORD@' : ''}${host.includes(':') ? `[${host}]` : host}:${ports.mqttPort}`
   return (
-    `try it: npx pico-a1111-bridge device --id demo --url ${url} --prompt "a red fox" ` +
+    `try it: npx pico-a1111-bridge device --id ${login ? 'USER' : 'demo'} --url ${url} --prompt "a red fox" ` +
     `(draws the frame into frame.png), and watch the statuses with ` +
-    `mosquitto_sub -h ${host} -p ${ports.mqttPort} -t '${config.BASE_TOPIC}/+/status' -v`
+    `mosquitto_sub -h ${host} -p ${ports.mqttPort}${login ? ' -u USER -P PASSWORD' : ''} -t '${config.BASE_TOPIC}/+/status' -v`
   )
 }

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { rename, writeFile } from 'node:fs/promises'
 import { connect, type IPublishPacket, type MqttClient } from 'mqtt'
+import { maskUrlPasswords } from '../config/secrets.ts'
 import { rgb565ToPng } from '../image/convert.ts'
 import { type AssembledFrame, createFrameAssembler, FrameDecodeError } from '../protocol/frame.ts'
 import type { StatusMessage } from '../protocol/status.ts'
@@ -54,6 +55,8 @@ export function simulate(opts: SimulateOptions, io: DeviceIo): Promise<number> {
     prompt: `${opts.base}/${opts.id}/prompt`,
   }
   const prompt = opts.prompt === undefined ? undefined : promptPayload(opts.prompt)
+  // The URL may carry the display's password (mqtt://kitchen:PASSWORD@host); it is never printed.
+  const shownUrl = maskUrlPasswords(opts.url)
   const client = connect(opts.url, {
     clientId: `pab-device-${opts.id}-${randomBytes(4).toString('hex')}`,
     protocolVersion: 4,
@@ -164,7 +167,7 @@ export function simulate(opts: SimulateOptions, io: DeviceIo): Promise<number> {
     const onConnect = () => {
       const first = !state.connected
       state.connected = true
-      say(first ? `connected to ${opts.url} as ${opts.id}` : 'connected again')
+      say(first ? `connected to ${shownUrl} as ${opts.id}` : 'connected again')
       subscribeAndPrompt(client, [topic.frame, topic.status], first).catch((err: unknown) =>
         finish(EXIT_FAILED, `subscribing failed: ${(err as Error).message}`),
       )
@@ -189,12 +192,12 @@ export function simulate(opts: SimulateOptions, io: DeviceIo): Promise<number> {
     })
     client.on('connect', onConnect)
     client.on('error', (err) => {
-      if (!state.connected) finish(EXIT_FAILED, `cannot connect to ${opts.url}: ${describeError(err)}`)
+      if (!state.connected) finish(EXIT_FAILED, `cannot connect to ${shownUrl}: ${describeError(err)}`)
       else if (!opts.watch) finish(EXIT_FAILED, `connection error: ${describeError(err)}`)
       else warn(`connection error: ${describeError(err)}`)
     })
     client.on('close', () => {
-      if (!state.connected) finish(EXIT_FAILED, `cannot connect to ${opts.url}: the connection closed`)
+      if (!state.connected) finish(EXIT_FAILED, `cannot connect to ${shownUrl}: the connection closed`)
       else if (!opts.watch) finish(EXIT_FAILED, 'the connection to the bridge was lost')
     })
     client.on('offline', () => {

@@ -122,7 +122,7 @@ function arrival(client: MqttClient, topic: string): Promise<void> {
 describe('a password file with one user per display and an admin', () => {
   let bridge: TestBridge
   beforeAll(async () => {
-    bridge = await startBridge({ MQTT_PASSWORD_FILE: passwdPath, MQTT_ADMIN_USERS: 'ha' })
+    bridge = await startBridge({ MQTT_PASSWORD_FILE: passwdPath, MQTT_ADMIN_USERS: 'ha', HTTP_PORT: 0 })
   })
   afterAll(async () => {
     await bridge?.stop()
@@ -227,10 +227,42 @@ describe('a password file with one user per display and an admin', () => {
     expect(await login(bridge.mqttUrl, 'kitchen', undefined, will('pico/kitchen/cancel'))).toBeDefined()
   })
 
-  it('reports the access mode and the listeners in /health’s broker part', () => {
-    // /health's body takes the broker part from BrokerPort.report(); HTTP is off in this bridge.
-    const report = bridge.logs.find((l) => l.msg === 'listening')
-    expect(report).toMatchObject({ mqttPort: bridge.mqttPort, access: 'password' })
+  it('says in /health that logins are needed, with the real port of each listener', async () => {
+    const res = await fetch(`http://127.0.0.1:${bridge.httpPort}/health`)
+    const body = (await res.json()) as { broker: Record<string, unknown> }
+    expect(body.broker).toMatchObject({
+      kind: 'embedded',
+      access: 'password',
+      anonymous: false,
+      listeners: { mqtt: bridge.mqttPort, mqtts: null, ws: null },
+    })
+  })
+})
+
+describe('without a password file', () => {
+  let bridge: TestBridge
+  beforeAll(async () => {
+    bridge = await startBridge({ HTTP_PORT: 0 })
+  })
+  afterAll(async () => {
+    await bridge?.stop()
+  })
+
+  it('is open as before, says so, and still keeps the bridge-owned topics to the bridge', async () => {
+    expect(bridge.logs.find((l) => l.msg === 'listening')?.access).toBe('open')
+    const health = (await (await fetch(`http://127.0.0.1:${bridge.httpPort}/health`)).json()) as {
+      broker: Record<string, unknown>
+    }
+    expect(health.broker).toMatchObject({ access: 'open', anonymous: true })
+    const anyone = await login(bridge.mqttUrl, undefined)
+    const seen = inbox(anyone, true)
+    expect(await granted(anyone, '#')).toBe(1)
+    for (const topic of ['pico/kitchen/frame', 'pico/kitchen/status', 'pico/bridge/state'])
+      await anyone.publishAsync(topic, 'forged', { qos: 1 })
+    const done = arrival(anyone, 'pico/kitchen/info')
+    await anyone.publishAsync('pico/kitchen/info', '{}', { qos: 1 })
+    await done
+    expect(seen).toEqual(['pico/kitchen/info {}'])
   })
 })
 

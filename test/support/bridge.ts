@@ -5,6 +5,7 @@ import { Writable } from 'node:stream'
 import { pino } from 'pino'
 import { type App, createApp } from '../../src/app.ts'
 import { type Config, configSchema } from '../../src/config/schema.ts'
+import { createLogLines } from './log-lines.ts'
 
 /** A bridge running in this process on loopback, port 0, with its own DATA_DIR and captured log lines. */
 export interface TestBridge {
@@ -39,30 +40,16 @@ export async function startBridge(
       ...settings,
     }),
   )
-  const logs: Record<string, unknown>[] = []
-  const waiters = new Set<(line: Record<string, unknown>) => void>()
+  const log = createLogLines()
+  const logs = log.lines
   const sink = new Writable({
     write(chunk, _enc, cb) {
-      for (const text of String(chunk).split('\n')) {
-        if (!text) continue
-        const line = JSON.parse(text) as Record<string, unknown>
-        logs.push(line)
-        for (const waiter of [...waiters]) waiter(line)
-      }
+      for (const text of String(chunk).split('\n'))
+        if (text) log.push(JSON.parse(text) as Record<string, unknown>)
       cb()
     },
   })
-  const line = (match: (l: Record<string, unknown>) => boolean) =>
-    new Promise<Record<string, unknown>>((resolve) => {
-      const seen = logs.find(match)
-      if (seen) return resolve(seen)
-      const waiter = (l: Record<string, unknown>) => {
-        if (!match(l)) return
-        waiters.delete(waiter)
-        resolve(l)
-      }
-      waiters.add(waiter)
-    })
+  const line = log.line
   const app = createApp(config, { log: pino({ level: config.LOG_LEVEL }, sink) })
   const ports = await app.start()
   return {

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
+import { createLogLines } from './log-lines.ts'
 
 /** What `npm start` runs: the built daemon (test/support/global-setup.ts builds it before the tests). */
 const BIN = fileURLToPath(new URL('../../dist/bin/pico-a1111-bridge.js', import.meta.url))
@@ -27,7 +28,8 @@ export function spawnDaemon(env: Record<string, string>, args: string[] = [], cw
     env: { PATH: process.env.PATH ?? '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
-  const lines: Record<string, unknown>[] = []
+  const log = createLogLines()
+  const lines = log.lines
   let err = ''
   let out = ''
   let pending = ''
@@ -37,7 +39,6 @@ export function spawnDaemon(env: Record<string, string>, args: string[] = [], cw
     resolveListening = resolve
     rejectListening = reject
   })
-  const waiters = new Set<(line: Record<string, unknown>) => void>()
   child.stdout!.setEncoding('utf8')
   child.stdout!.on('data', (data: string) => {
     out += data
@@ -53,8 +54,7 @@ export function spawnDaemon(env: Record<string, string>, args: string[] = [], cw
       } catch {
         continue // --check-config and --help print text, not log lines
       }
-      lines.push(line)
-      for (const waiter of [...waiters]) waiter(line)
+      log.push(line)
       if (line.msg === 'listening') {
         resolveListening({ mqttPort: line.mqttPort as number, httpPort: line.httpPort as number | null })
       }
@@ -69,16 +69,6 @@ export function spawnDaemon(env: Record<string, string>, args: string[] = [], cw
     return { code: code as number | null, signal: signal as NodeJS.Signals | null }
   })
   listening.catch(() => {})
-  const line = (match: (l: Record<string, unknown>) => boolean) =>
-    new Promise<Record<string, unknown>>((resolve) => {
-      const seen = lines.find(match)
-      if (seen) return resolve(seen)
-      const waiter = (l: Record<string, unknown>) => {
-        if (!match(l)) return
-        waiters.delete(waiter)
-        resolve(l)
-      }
-      waiters.add(waiter)
-    })
+  const line = log.line
   return { child, lines, stderr: () => err, stdout: () => out, listening, exit, line }
 }

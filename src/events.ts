@@ -1,5 +1,7 @@
 import type { Logger } from 'pino'
 import type { GeneratorState } from './generator/health.ts'
+import type { PanelProfile } from './image/panel.ts'
+import type { Telemetry } from './protocol/info.ts'
 
 /*
  * The notices that cross parts: the queue, the generators, the broker and the journal announce what happened,
@@ -23,6 +25,11 @@ export interface BridgeEvents {
   'journal.write': { ms: number }
   /** A status message went to a device's status topic (the dashboard follows these). */
   'status.published': { deviceId: string; body: Record<string, unknown> }
+  /**
+   * A display's `info` was taken (docs/protocol.md, "Display info"): the panel its frames are now made for,
+   * and its telemetry (null once its retained info is cleared). Home Assistant and the dashboard follow these.
+   */
+  'device.info': { deviceId: string; panel: PanelProfile; telemetry: Telemetry | null }
 }
 
 export type EventName = keyof BridgeEvents

@@ -1,9 +1,9 @@
 import type { Config } from '../config/schema.ts'
 import { encodeFrame } from '../protocol/frame.ts'
 import { decodeToRgb, type ResizeFit } from './convert.ts'
-import type { DitherMethod } from './dither.ts'
+import type { DitherMethod, Palette } from './dither.ts'
 import { packPixels } from './pack.ts'
-import { isIndexedFormat, type PixelFormat } from './pixel-format.ts'
+import { INDEXED_COLOURS, isIndexedFormat, type PixelFormat } from './pixel-format.ts'
 
 /*
  * What a display's panel needs, in one place: its size, pixel format, how a picture fits it, and how its
@@ -25,6 +25,56 @@ export interface PanelProfile {
   compress: boolean
   /** How indexed formats are dithered; RGB565 ignores it. */
   dither: DitherMethod
+  /** Indexed formats: the inks as the panel shows them; unset, the format's DEFAULT_PALETTES. */
+  palette?: Palette
+  /** Indexed formats: colourfulness before quantising (image/tone.ts); unset, 1. */
+  saturation?: number
+  /** Indexed formats: contrast before quantising; unset, 1. */
+  contrast?: number
+}
+
+/** The panel fields a display's `info` or its DEVICES entry may set (config/devices.ts, protocol/info.ts). */
+export interface PanelOverride {
+  width?: number
+  height?: number
+  format?: PixelFormat
+  band_rows?: number
+  fit?: ResizeFit
+  dither?: DitherMethod
+  invert?: boolean
+  compress?: boolean
+  palette?: Palette
+  saturation?: number
+  contrast?: number
+}
+
+/**
+ * A display's panel: its DEVICES entry over its `info` over the settings' defaults, field by field
+ * (docs/protocol.md, "Display info"). The dither, unless one of them names it, follows the format:
+ * floyd-steinberg for the indexed formats. A palette that does not fit the format is left out.
+ */
+export function resolvePanel(
+  defaults: PanelProfile,
+  info: PanelOverride | undefined,
+  device: PanelOverride | undefined,
+): PanelProfile {
+  const o = { ...info, ...device }
+  const format = o.format ?? defaults.format
+  const indexed = isIndexedFormat(format)
+  const panel: PanelProfile = {
+    width: o.width ?? defaults.width,
+    height: o.height ?? defaults.height,
+    format,
+    fit: o.fit ?? defaults.fit,
+    invert: o.invert ?? defaults.invert,
+    bandRows: o.band_rows ?? defaults.bandRows,
+    compress: o.compress ?? defaults.compress,
+    dither: o.dither ?? (indexed ? 'floyd-steinberg' : 'none'),
+  }
+  if (indexed && o.palette && o.palette.length <= INDEXED_COLOURS[format]) panel.palette = o.palette
+  if (indexed && o.saturation !== undefined) panel.saturation = o.saturation
+  if (indexed && o.contrast !== undefined) panel.contrast = o.contrast
+  return panel
 }
 
 /** The settings' panel: the default for every display. */
@@ -52,6 +102,9 @@ export async function renderPixels(image: Buffer, panel: PanelProfile): Promise<
   return packPixels(rgb, panel.width, panel.height, 3, panel.format, {
     dither: panel.dither,
     invert: panel.invert,
+    palette: panel.palette,
+    saturation: panel.saturation,
+    contrast: panel.contrast,
   })
 }
 

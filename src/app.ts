@@ -15,6 +15,7 @@ import { createDeviceRegistry } from './jobs/device-registry.ts'
 import { createIntake, newJobId } from './jobs/intake.ts'
 import { createLastFrame } from './jobs/last-frame.ts'
 import { createDeviceOutput } from './jobs/output.ts'
+import { createDisplayPanels } from './jobs/panels.ts'
 import { createJobQueue } from './jobs/queue.ts'
 import { createRateLimit } from './jobs/rate-limit.ts'
 import { createMetrics } from './metrics.ts'
@@ -62,7 +63,6 @@ export function createApp(config: Config, deps: AppDeps): App {
   const events = createEventBus(log)
   const topics = createTopics(config.BASE_TOPIC)
   const panel = panelFromConfig(config)
-  const panelOf = () => panel
   const now = () => clock.now()
   const limits = { keepDays: config.FRAME_KEEP_DAYS, maxBytes: config.FRAME_STORE_MAX_BYTES }
   const store = createFrameStore(config.DATA_DIR, { log: child('store'), now }, limits)
@@ -107,8 +107,20 @@ export function createApp(config: Config, deps: AppDeps): App {
         monotonic: () => clock.monotonic(),
       })
   const output = createDeviceOutput({ broker, clock, events, log: child('jobs') })
-  const lastFrame = createLastFrame({ store, output, panelOf, log: child('jobs') })
-  const devices = createDeviceRegistry({ store, clock, connectedIds: () => broker.connectedDeviceIds() })
+  const panels = createDisplayPanels({
+    ...{ defaults: panel, devices: config.DEVICES, dataDir: config.DATA_DIR, output, events, clock },
+    log: child('panels'),
+    panelChanged: (id) =>
+      void lastFrame
+        .panelChanged(id)
+        .catch((err: unknown) => log.error({ err, deviceId: id }, 'rendering for the new panel failed')),
+  })
+  const panelOf = (id: string) => panels.panelOf(id)
+  const lastFrame = createLastFrame({ store, output, panelOf, clock, log: child('jobs') })
+  const devices = createDeviceRegistry({
+    ...{ store, clock, panelOf, telemetryOf: (id: string) => panels.telemetryOf(id) },
+    connectedIds: () => broker.connectedDeviceIds(),
+  })
   const jobDeps = { panelOf, previewDefault: config.PREVIEW_DEFAULT, store, output, events, clock }
   const intake = createIntake({
     queue,
@@ -119,6 +131,7 @@ export function createApp(config: Config, deps: AppDeps): App {
     rateLimit: createRateLimit(config.RATE_LIMIT, () => clock.monotonic()),
     rateLimitPerMinute: config.RATE_LIMIT,
     seen: (id) => devices.seen(id),
+    onInfo: (id, payload) => panels.handleInfo(id, payload),
     clock,
     log: child('intake'),
   })
@@ -128,6 +141,7 @@ export function createApp(config: Config, deps: AppDeps): App {
       running: () => queue.running(),
       mqttClients: () => broker.connectedClients(),
       queuedChunks: () => broker.queuedChunks(),
+      telemetry: () => panels.telemetry(),
     },
     events,
   )
@@ -137,6 +151,7 @@ export function createApp(config: Config, deps: AppDeps): App {
       : createHttpServer({
           ...{ config, log: child('http'), queue, intake, store, newJobId, panel, events, clock },
           devices: () => devices.list(),
+          panelOf,
           health: createHealthReport({
             health,
             broker,
@@ -149,6 +164,7 @@ export function createApp(config: Config, deps: AppDeps): App {
 
   const { parts, ports, replayed } = bridgeParts(config, {
     ...{ access, generators, store, journal, broker, intake, queue, http, health },
+    displayInfo: { name: 'display info', start: () => panels.load(), stop: () => panels.flush() },
     frameSubscribed(deviceId, clientId) {
       devices.seen(deviceId)
       log.debug({ module: 'broker', deviceId, clientId }, 'frame topic subscribed; sending the last frame')

@@ -41,6 +41,8 @@ export function bridgeParts(
     queue: JobQueue
     http: HttpServer | null
     health: GeneratorHealth
+    /** The displays' kept info (jobs/panels.ts): loaded before the broker delivers any new one. */
+    displayInfo?: Part
     frameSubscribed(deviceId: string, clientId: string): void
     /** Forgets displays whose last frame is older than FRAME_KEEP_DAYS (run at start and every hour). */
     sweepFrames(): void
@@ -65,6 +67,15 @@ export function bridgeParts(
     },
     { name: 'generators', start() {}, stop: () => Promise.all(b.generators.map((g) => g.close())) },
     { name: 'frame store', start: () => b.store.load(), stop() {} },
+    {
+      name: 'display info',
+      async start() {
+        await b.displayInfo?.start()
+      },
+      async stop() {
+        await b.displayInfo?.stop()
+      },
+    },
     {
       name: 'frame sweep',
       start() {

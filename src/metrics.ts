@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 import type { EventBus } from './events.ts'
+import type { Telemetry } from './protocol/info.ts'
 
 /*
  * Prometheus metrics at GET /metrics (on the HTTP listener, behind the API key like every route but /health).
@@ -19,6 +20,8 @@ export function createMetrics(
     running(): number
     mqttClients(): number
     queuedChunks(): number
+    /** Each display's last telemetry, the one heard from longest ago first (jobs/panels.ts). */
+    telemetry?(): readonly { deviceId: string; telemetry: Telemetry }[]
   },
   events: EventBus,
 ): Metrics {
@@ -56,6 +59,7 @@ export function createMetrics(
       this.set(sources.queuedChunks())
     },
   })
+  displayGauges(registry, () => sources.telemetry?.() ?? [])
   const jobs = new Counter({
     name: 'pab_jobs_total',
     help: 'Jobs that ended, by outcome',
@@ -119,5 +123,36 @@ export function createMetrics(
         reply.type(registry.contentType).send(await registry.metrics()),
       )
     },
+  }
+}
+
+/** Per-display gauges carry at most this many displays (the ones heard from last), so the label set is bounded. */
+export const MAX_DISPLAY_SERIES = 200
+
+/** Gauges from the displays' info messages (docs/protocol.md, "Display info"), set afresh on every scrape. */
+function displayGauges(
+  registry: Registry,
+  telemetry: () => readonly { deviceId: string; telemetry: Telemetry }[],
+): void {
+  const fields = [
+    ['pab_display_rssi_dbm', 'Wi-Fi signal strength the display last reported', 'rssi'],
+    ['pab_display_heap_free_bytes', 'Free heap the display last reported', 'heap_free'],
+    ['pab_display_battery_volts', 'Battery voltage the display last reported', 'battery_v'],
+  ] as const
+  for (const [name, help, field] of fields) {
+    new Gauge({
+      name,
+      help,
+      labelNames: ['device'],
+      registers: [registry],
+      collect() {
+        // Reset first: a display forgotten (or past the bound) leaves no stale series behind.
+        this.reset()
+        for (const { deviceId, telemetry: t } of telemetry().slice(-MAX_DISPLAY_SERIES)) {
+          const value = t[field]
+          if (value !== null) this.set({ device: deviceId }, value)
+        }
+      },
+    })
   }
 }

@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { devicesSetting, pixelFormat } from './devices.ts'
 
 /*
  * Every setting, its type and its default, in one place. The names are the environment variable names and
@@ -160,10 +161,10 @@ export const configSchema = z
     TARGET_WIDTH: int(1, 2048).default(240),
     TARGET_HEIGHT: int(1, 2048).default(240),
     LUMINANCE_INVERT: bool.default(false),
-    /** Byte order of each RGB565 pixel; ST7789 and GC9A01 drivers push big-endian bytes unchanged. */
-    PIXEL_FORMAT: z
-      .enum(['rgb565-be', 'rgb565-le'], { error: 'must be rgb565-be or rgb565-le' })
-      .default('rgb565-be'),
+    /** The default panel's pixels (docs/protocol.md, "Pixel formats"); ST7789 and GC9A01 take rgb565-be. */
+    PIXEL_FORMAT: pixelFormat.default('rgb565-be'),
+    /** Each display's own panel, by device id (src/config/devices.ts): JSON in the environment. */
+    DEVICES: devicesSetting.default({}),
     /** How a picture whose shape differs from the panel is fitted: crop (cover), letterbox (contain), stretch (fill). */
     RESIZE_FIT: z
       .enum(['cover', 'contain', 'fill'], { error: 'must be cover, contain or fill' })

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import { AppError } from '../errors.ts'
-import { rgb565ToPng } from '../image/convert.ts'
+import { panelPixelsToPng } from '../image/convert.ts'
+import type { PanelProfile } from '../image/panel.ts'
 import type { DeviceInfo } from '../jobs/device-registry.ts'
 import type { Intake } from '../jobs/intake.ts'
 import type { JobQueue, JobView } from '../jobs/job.ts'
@@ -21,6 +22,8 @@ export interface DevicesDeps {
   queue: JobQueue
   store: FrameStore
   devices(): DeviceInfo[]
+  /** The panel a display's frames are made for (frame.png shows its palette's inks). */
+  panelOf?(deviceId: string): PanelProfile
 }
 
 export function registerDeviceRoutes(app: FastifyInstance, deps: DevicesDeps): void {
@@ -57,7 +60,10 @@ export function registerDeviceRoutes(app: FastifyInstance, deps: DevicesDeps): v
     const id = deviceId(request.params)
     const frame = await deps.store.read(id)
     if (!frame) return sendError(reply, new AppError('E_NOT_FOUND', `device ${id} has no picture yet`))
-    const png = await rgb565ToPng(frame.pixels, frame.width, frame.height, frame.format === 'rgb565-le')
+    // As the panel shows it: an indexed frame in the panel's inks (its palette, if the format is still its own).
+    const panel = deps.panelOf?.(id)
+    const palette = panel?.format === frame.format ? panel.palette : undefined
+    const png = await panelPixelsToPng(frame.pixels, { ...frame, palette })
     return reply
       .type('image/png')
       .header('cache-control', 'no-cache')

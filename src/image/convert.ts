@@ -1,7 +1,10 @@
 import type { OutputInfo } from 'sharp'
 import sharp from 'sharp'
 import { AppError } from '../errors.ts'
+import type { Palette } from './palette.ts'
+import type { PixelFormat } from './pixel-format.ts'
 import { packRgb565, unpackRgb565 } from './rgb565.ts'
+import { unpackToRgb } from './unpack.ts'
 
 /*
  * The sharp adapter: encoded picture in, panel frame out. Decoding, alpha, resizing and colour conversion run in
@@ -147,6 +150,22 @@ export async function rgb565ToPng(
   }
   const rgb = unpackRgb565(pixels, littleEndian)
   return sharp(rgb, { raw: { width, height, channels: 3 } })
+    .png()
+    .toBuffer()
+}
+
+/**
+ * Encodes a frame packed in any format as PNG, as the panel shows it: RGB565 expanded to 8 bits, indexed
+ * formats in their palette's inks (the panel's own when given). For frame.png and the simulated device.
+ *
+ * @throws RangeError when `pixels` is not the packed size of the frame (a bug in the caller).
+ */
+export async function panelPixelsToPng(
+  pixels: Uint8Array,
+  panel: { width: number; height: number; format: PixelFormat; palette?: Palette | undefined },
+): Promise<Buffer> {
+  const rgb = unpackToRgb(pixels, panel.width, panel.height, panel.format, panel.palette)
+  return sharp(rgb, { raw: { width: panel.width, height: panel.height, channels: 3 } })
     .png()
     .toBuffer()
 }

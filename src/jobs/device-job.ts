@@ -59,7 +59,8 @@ export function createDeviceJob(
   const previews = prompt.preview ?? deps.previewDefault
   const panel = (): PanelProfile => {
     const base = deps.panelOf(deviceId)
-    return prompt.fit === undefined ? base : { ...base, fit: prompt.fit }
+    // A prompt's fit and dither are for this picture only (docs/protocol.md, "Prompts").
+    return { ...base, fit: prompt.fit ?? base.fit, dither: prompt.dither ?? base.dither }
   }
   /** Set once the final frame is on its way or the job ended: no preview may follow it. */
   let over = false
@@ -135,7 +136,8 @@ async function deliver(
     pixels,
   }
   try {
-    await deps.store.save(stored)
+    // The picture itself is kept too, so that a change of panel renders it anew (issue 15).
+    await deps.store.save(stored, result.image)
     deps.remember(deviceId, frameId, chunks)
   } catch (err) {
     // The device has its frame; only the copy for later resends is lost, so the job still succeeds.

@@ -1,4 +1,6 @@
 import type { Clock } from '../clock.ts'
+import type { PanelProfile } from '../image/panel.ts'
+import type { Telemetry } from '../protocol/info.ts'
 import type { FrameStore } from '../store/frame-store.ts'
 
 /*
@@ -14,6 +16,26 @@ export interface DeviceInfo {
   last_seen: string | null
   last_frame_at: string | null
   frame_id: number | null
+  /** The panel its frames are made for (DEVICES, its info, the settings), in the DEVICES field names. */
+  panel?: PanelView
+  /** What its last info said (rssi in dBm, heap_free in bytes, battery_v in volts); null before any. */
+  telemetry?: Telemetry | null
+}
+
+export interface PanelView {
+  width: number
+  height: number
+  format: PanelProfile['format']
+  band_rows: number
+  fit: PanelProfile['fit']
+  dither: PanelProfile['dither']
+  invert: boolean
+  compress: boolean
+}
+
+function panelView(p: PanelProfile): PanelView {
+  const { bandRows, palette: _palette, saturation: _s, contrast: _c, ...rest } = p
+  return { ...rest, band_rows: bandRows }
 }
 
 export interface DeviceRegistry {
@@ -28,6 +50,8 @@ export function createDeviceRegistry(deps: {
   store: FrameStore
   connectedIds(): Set<string>
   clock: Clock
+  panelOf?(deviceId: string): PanelProfile
+  telemetryOf?(deviceId: string): Telemetry | undefined
 }): DeviceRegistry {
   const lastSeen = new Map<string, string>()
   return {
@@ -47,6 +71,8 @@ export function createDeviceRegistry(deps: {
           last_seen: lastSeen.get(id) ?? null,
           last_frame_at: meta?.finishedAt ?? null,
           frame_id: meta?.frameId ?? null,
+          ...(deps.panelOf && { panel: panelView(deps.panelOf(id)) }),
+          ...(deps.telemetryOf && { telemetry: deps.telemetryOf(id) ?? null }),
         }
       })
     },

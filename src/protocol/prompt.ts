@@ -1,5 +1,7 @@
 import { z } from 'zod'
+import { ditherMethod } from '../config/devices.ts'
 import { AppError } from '../errors.ts'
+import type { DitherMethod } from '../image/dither.ts'
 
 /** Largest prompt payload read; umqtt devices and automations send far less. */
 export const MAX_PROMPT_BYTES = 16 * 1024
@@ -41,6 +43,7 @@ export const promptJsonSchema = z
     width: size.optional(),
     height: size.optional(),
     fit: z.enum(['cover', 'contain', 'fill'], { error: 'must be cover, contain or fill' }).optional(),
+    dither: ditherMethod.optional(),
     request_id: z.union([text(128), z.number()], { error: 'must be a string or a number' }).optional(),
     preview: z.boolean({ error: 'must be true or false' }).optional(),
   })
@@ -59,6 +62,8 @@ export interface PromptRequest {
   width: number
   height: number
   fit: 'cover' | 'contain' | 'fill' | undefined
+  /** How this picture is dithered on an indexed panel; unset, the panel's own. */
+  dither: DitherMethod | undefined
   requestId: string | number | undefined
   preview: boolean | undefined
 }
@@ -124,6 +129,7 @@ function fromJson(p: PromptJson): PromptRequest {
     width: p.width ?? GENERATION_DEFAULTS.width,
     height: p.height ?? GENERATION_DEFAULTS.height,
     fit: p.fit,
+    dither: p.dither,
     requestId: p.request_id,
     preview: p.preview,
   }

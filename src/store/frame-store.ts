@@ -1,4 +1,4 @@
-import { mkdir, open, readdir, rename, rm, utimes } from 'node:fs/promises'
+import { mkdir, open, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { AppError } from '../errors.ts'
@@ -24,9 +24,15 @@ export type { FrameMeta, StoredFrame } from './frame-file.ts'
  * id"): a display whose frame was neither made nor sent for FRAME_KEEP_DAYS is forgotten, and past
  * FRAME_STORE_MAX_BYTES the least recently used frames go first. A file that frame-file.ts refuses is reported
  * and skipped, never sent.
+ *
+ * Beside each frame the store keeps the picture it was made from (`<id>.source`, the PNG A1111 sent), so a
+ * display whose panel changes gets the picture rendered anew rather than the old frame (issue 15). Its bytes
+ * count towards FRAME_STORE_MAX_BYTES, and it goes when its frame goes.
  */
 
 const DAY_MS = 24 * 3600 * 1000
+/** A source picture larger than this is not kept (A1111's 512x512 PNGs are about 0.5 MB; hires fix a few MB). */
+export const MAX_SOURCE_BYTES = 32 * 1024 * 1024
 
 export interface FrameStoreLimits {
   /** Days a display's frame is kept after it was last made or sent (FRAME_KEEP_DAYS). */
@@ -44,8 +50,13 @@ export interface FrameStore {
   all(): FrameMeta[]
   /** Reads one device's frame from disk; undefined when there is none (or it became unreadable). */
   read(deviceId: string): Promise<StoredFrame | undefined>
-  /** Keeps the device's frame; rejects with E_STORAGE when DATA_DIR cannot take it. */
-  save(frame: StoredFrame): Promise<void>
+  /**
+   * Keeps the device's frame, and with `source` the picture it was made from (without, the kept source
+   * stays); rejects with E_STORAGE when DATA_DIR cannot take it.
+   */
+  save(frame: StoredFrame, source?: Buffer): Promise<void>
+  /** The picture the device's frame was made from; undefined when none was kept (or it became unreadable). */
+  readSource(deviceId: string): Promise<Buffer | undefined>
   /** The frame id the device's next frame gets: +1 per frame, wrapping at 65535 (docs/protocol.md, "Frames"). */
   nextFrameId(deviceId: string): number
   /** Removes the device's frame file and everything the store knows of it. False when there was nothing. */
@@ -75,6 +86,33 @@ export function createFrameStore(
   const lastIds = new Map<string, number>()
   let totalBytes = 0
   const fileOf = (deviceId: string) => join(dir, `${deviceId}.frame`)
+  const sourceOf = (deviceId: string) => join(dir, `${deviceId}.source`)
+  /** Bytes of each kept source file, included in its frame's Kept.bytes. */
+  const sourceBytes = new Map<string, number>()
+
+  /** Writes to a temporary file, fsyncs and renames it over `path`: a crash leaves the old file or the new. */
+  async function writeAtomic(path: string, body: Buffer): Promise<void> {
+    const tmp = `${path}.tmp`
+    try {
+      await mkdir(dir, { recursive: true })
+      const handle = await open(tmp, 'w')
+      try {
+        await handle.writeFile(body)
+        await handle.sync()
+      } finally {
+        await handle.close()
+      }
+      await rename(tmp, path)
+    } catch (err) {
+      await rm(tmp, { force: true }).catch((rmErr: unknown) =>
+        deps.log.debug({ err: rmErr, file: tmp }, 'temporary frame file not removed'),
+      )
+      const reason = storageReason(err)
+      throw new AppError('E_STORAGE', `DATA_DIR cannot be written (${reason}) while keeping ${path}`, {
+        cause: err,
+      })
+    }
+  }
 
   function keep(deviceId: string, entry: Kept): void {
     drop(deviceId)
@@ -107,8 +145,10 @@ export function createFrameStore(
     const had = kept.has(deviceId)
     drop(deviceId)
     lastIds.delete(deviceId)
+    sourceBytes.delete(deviceId)
     if (!isDeviceId(deviceId)) return had
     await rm(fileOf(deviceId), { force: true })
+    await rm(sourceOf(deviceId), { force: true })
     return had
   }
 
@@ -128,10 +168,19 @@ export function createFrameStore(
     async load() {
       await mkdir(dir, { recursive: true })
       const found: [string, Kept][] = []
+      const sources = new Map<string, number>()
       for (const name of await readdir(dir)) {
         const file = join(dir, name)
         if (name.endsWith('.tmp')) {
           await rm(file, { force: true })
+          continue
+        }
+        if (name.endsWith('.source')) {
+          const size = await stat(file).then(
+            (st) => st.size,
+            () => undefined,
+          )
+          if (size !== undefined) sources.set(name.slice(0, -'.source'.length), size)
           continue
         }
         if (!name.endsWith('.frame')) continue
@@ -152,9 +201,15 @@ export function createFrameStore(
       }
       found.sort((a, b) => a[1].usedAt - b[1].usedAt)
       for (const [deviceId, entry] of found) {
-        keep(deviceId, entry)
+        const size = sources.get(deviceId)
+        sources.delete(deviceId)
+        if (size !== undefined) sourceBytes.set(deviceId, size)
+        keep(deviceId, { ...entry, bytes: entry.bytes + (size ?? 0) })
         lastIds.set(deviceId, entry.meta.frameId)
       }
+      // A source whose frame is gone (or was refused) would never be used or counted.
+      for (const deviceId of sources.keys())
+        if (isDeviceId(deviceId)) await rm(sourceOf(deviceId), { force: true })
     },
 
     meta: (deviceId) => kept.get(deviceId)?.meta,
@@ -177,35 +232,21 @@ export function createFrameStore(
       }
     },
 
-    async save(frame) {
+    async save(frame, source) {
       // Checked as it would be when read, so the store never writes what it would refuse.
       const { meta, body } = encodeFrameFile(frame)
-      const path = fileOf(meta.deviceId)
-      const tmp = `${path}.tmp`
-      try {
-        await mkdir(dir, { recursive: true })
-        const handle = await open(tmp, 'w')
-        try {
-          await handle.writeFile(body)
-          await handle.sync()
-        } finally {
-          await handle.close()
-        }
-        await rename(tmp, path)
-      } catch (err) {
-        await rm(tmp, { force: true }).catch((rmErr: unknown) =>
-          deps.log.debug({ err: rmErr, file: tmp }, 'temporary frame file not removed'),
-        )
-        const reason = storageReason(err)
-        throw new AppError(
-          'E_STORAGE',
-          `DATA_DIR cannot be written (${reason}) while keeping the frame ${path}`,
-          {
-            cause: err,
-          },
-        )
+      const id = meta.deviceId
+      if (source !== undefined && source.length <= MAX_SOURCE_BYTES) {
+        // The source first: a crash between the two leaves the old frame beside the picture of the new one,
+        // which a change of panel renders; never a frame without the picture it came from.
+        await writeAtomic(sourceOf(id), source)
+        sourceBytes.set(id, source.length)
+      } else if (source !== undefined) {
+        await rm(sourceOf(id), { force: true })
+        sourceBytes.delete(id)
       }
-      keep(meta.deviceId, { meta, bytes: body.length, usedAt: 0 })
+      await writeAtomic(fileOf(id), body)
+      keep(id, { meta, bytes: body.length + (sourceBytes.get(id) ?? 0), usedAt: 0 })
       await used(meta.deviceId)
       const gone = await trim(meta.deviceId)
       if (gone.length > 0)
@@ -213,6 +254,16 @@ export function createFrameStore(
           { forgotten: gone.length, bytes: totalBytes },
           'frame store over its size; oldest frames forgotten',
         )
+    },
+
+    async readSource(deviceId) {
+      if (!kept.has(deviceId) || !sourceBytes.has(deviceId) || !isDeviceId(deviceId)) return undefined
+      try {
+        return await readFile(sourceOf(deviceId))
+      } catch (err) {
+        deps.log.warn({ err, deviceId }, 'stored source picture unreadable')
+        return undefined
+      }
     },
 
     nextFrameId(deviceId) {

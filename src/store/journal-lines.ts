@@ -38,6 +38,7 @@ const PROMPT_FIELDS = {
   width: 'width',
   height: 'height',
   fit: 'fit',
+  dither: 'dither',
   requestId: 'request_id',
   preview: 'preview',
 } as const satisfies Record<keyof PromptRequest, string>

@@ -35,6 +35,7 @@ const DEFAULTS: Omit<PromptRequest, 'prompt'> = {
   width: 512,
   height: 512,
   fit: undefined,
+  dither: undefined,
   requestId: undefined,
   preview: undefined,
 }
@@ -96,6 +97,7 @@ describe('parsePromptPayload: JSON', () => {
       width: 768,
       height: 64,
       fit: 'contain',
+      dither: 'atkinson',
       request_id: 'job-42',
       preview: true,
     })
@@ -109,6 +111,7 @@ describe('parsePromptPayload: JSON', () => {
       width: 768,
       height: 64,
       fit: 'contain',
+      dither: 'atkinson',
       requestId: 'job-42',
       preview: true,
     })
@@ -146,6 +149,9 @@ describe('parsePromptPayload: JSON', () => {
     expect(badPromptMessage(() => parseJson({ prompt: 'a', seed: -2 }))).toMatch(/^seed: must be -1/)
     expect(badPromptMessage(() => parseJson({ prompt: 'a', fit: 'zoom' }))).toBe(
       'fit: must be cover, contain or fill',
+    )
+    expect(badPromptMessage(() => parseJson({ prompt: 'a', dither: 'bayer' }))).toBe(
+      'dither: must be one of floyd-steinberg, atkinson, ordered, none',
     )
     expect(badPromptMessage(() => parseJson({ prompt: 'x'.repeat(MAX_PROMPT_CHARS + 1) }))).toBe(
       'prompt: must be at most 4000 characters',

@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util'
+import { PIXEL_FORMAT_NAMES, type PixelFormat } from '../image/pixel-format.ts'
 import { parseDeviceId } from '../protocol/device-id.ts'
 import { type DeviceIo, EXIT_OK, type SimulateOptions, simulate } from './simulate.ts'
 
@@ -38,6 +39,9 @@ Options:
   --out FILE       the PNG to write (default frame.png). With --watch, {n} in the name becomes 1, 2, 3 ...
                    (frame-{n}.png keeps every frame); without {n} each frame overwrites the file
   --watch          keep running and write every finished frame until Ctrl-C
+  --panel WxH:FMT  act as a display of that panel, e.g. 320x240:rgb565-be or 800x480:palette7: publishes it
+                   as the display's retained info first, and writes the PNG as that panel shows it
+                   (formats: ${PIXEL_FORMAT_NAMES.join(', ')})
   --timeout S      without --watch: give up after S seconds without the frame (default ${DEFAULT_TIMEOUT_S})
   --help           show this help
 
@@ -61,6 +65,7 @@ function parseOptions(argv: string[], env: Record<string, string | undefined>): 
       out: { type: 'string', default: 'frame.png' },
       watch: { type: 'boolean', default: false },
       timeout: { type: 'string' },
+      panel: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -91,6 +96,7 @@ function parseOptions(argv: string[], env: Record<string, string | undefined>): 
     }
   }
   if (values.prompt !== undefined && values.prompt.trim() === '') throw new UsageError('--prompt is empty')
+  const panel = values.panel === undefined ? undefined : parsePanel(values.panel)
   return {
     id,
     url: values.url,
@@ -99,7 +105,22 @@ function parseOptions(argv: string[], env: Record<string, string | undefined>): 
     out: values.out,
     watch: values.watch,
     timeoutS,
+    panel,
   }
+}
+
+/** `320x240:rgb565-be`: the size and format a display's info names (docs/protocol.md, "Display info"). */
+function parsePanel(text: string): { width: number; height: number; format: PixelFormat } {
+  const m = /^(\d{1,4})x(\d{1,4}):([a-z0-9-]+)$/.exec(text.trim())
+  const format = PIXEL_FORMAT_NAMES.find((name) => name === m?.[3])
+  const width = Number(m?.[1])
+  const height = Number(m?.[2])
+  if (!m || format === undefined || !(width >= 1 && width <= 2048 && height >= 1 && height <= 2048)) {
+    throw new UsageError(
+      `--panel "${text}" is not WIDTHxHEIGHT:FORMAT with sides 1-2048 and a format of ${PIXEL_FORMAT_NAMES.join(', ')}, e.g. 800x480:palette7`,
+    )
+  }
+  return { width, height, format }
 }
 
 /**

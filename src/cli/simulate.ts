@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto'
 import { rename, writeFile } from 'node:fs/promises'
 import { connect, type IPublishPacket, type MqttClient } from 'mqtt'
 import { maskUrlPasswords } from '../config/secrets.ts'
-import { rgb565ToPng } from '../image/convert.ts'
+import { panelPixelsToPng } from '../image/convert.ts'
+import type { PixelFormat } from '../image/pixel-format.ts'
 import { type AssembledFrame, createFrameAssembler, FrameDecodeError } from '../protocol/frame.ts'
 import type { StatusMessage } from '../protocol/status.ts'
 import { describeStatus, promptPayload } from './device-status.ts'
@@ -32,6 +33,8 @@ export interface SimulateOptions {
   out: string
   watch: boolean
   timeoutS: number
+  /** Published as the display's retained info before anything else (issue 15). */
+  panel?: { width: number; height: number; format: PixelFormat } | undefined
 }
 
 /** Everything the run has learnt; each handler reads and changes this and nothing else. */
@@ -53,6 +56,7 @@ export function simulate(opts: SimulateOptions, io: DeviceIo): Promise<number> {
     frame: `${opts.base}/${opts.id}/frame`,
     status: `${opts.base}/${opts.id}/status`,
     prompt: `${opts.base}/${opts.id}/prompt`,
+    info: `${opts.base}/${opts.id}/info`,
   }
   const prompt = opts.prompt === undefined ? undefined : promptPayload(opts.prompt)
   // The URL may carry the display's password (mqtt://kitchen:PASSWORD@host); it is never printed.
@@ -174,6 +178,12 @@ export function simulate(opts: SimulateOptions, io: DeviceIo): Promise<number> {
     }
 
     async function subscribeAndPrompt(c: MqttClient, filters: string[], first: boolean): Promise<void> {
+      // The panel first, as the firmware does on connect: the last picture sent on subscribe is then made for it.
+      if (opts.panel) {
+        const info = { panel: opts.panel, fw: 'pico-a1111-bridge device' }
+        await c.publishAsync(topic.info, JSON.stringify(info), { qos: 1, retain: true })
+        if (first) say(`panel ${opts.panel.width}x${opts.panel.height} ${opts.panel.format} published`)
+      }
       await c.subscribeAsync(filters, { qos: 1 })
       if (!first) return
       if (opts.watch) say('waiting for frames; Ctrl-C stops')
@@ -220,7 +230,8 @@ function outPath(pattern: string, n: number): string {
 }
 
 async function writePng(frame: AssembledFrame, path: string): Promise<void> {
-  const png = await rgb565ToPng(frame.pixels, frame.width, frame.height, frame.format === 'rgb565-le')
+  // As the panel shows it: RGB565 expanded to 8 bits, indexed formats in their default inks.
+  const png = await panelPixelsToPng(frame.pixels, frame)
   // Written beside the target and renamed over it, so a reader never sees half a PNG.
   const tmp = `${path}.${randomBytes(3).toString('hex')}.tmp`
   await writeFile(tmp, png)

@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import sharp from 'sharp'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { DEFAULT_PALETTES } from '../../src/image/dither.ts'
 import type { StatusMessage } from '../../src/protocol/status.ts'
 import { connectDevice, type TestDevice } from '../support/device.ts'
 import { type Daemon, spawnDaemon } from '../support/spawn.ts'
@@ -252,6 +253,53 @@ describe('pico-a1111-bridge device', () => {
     expect(await cli.exit).toBe(1)
     expect(cli.stderr()).toContain(`cannot connect to mqtt://127.0.0.1:${port}: connection refused`)
     expect(existsSync(out)).toBe(false)
+  })
+
+  it("with --panel publishes its panel first and writes the PNG in that panel's inks", async () => {
+    const watcher = await connectDevice(url, 'eink')
+    const out = join(dir, 'eink.png')
+    const args = ['--id', 'eink', '--url', url, '--prompt', 'a red fox', '--out', out, '--timeout', '60']
+    const cli = runCli([...args, '--panel', '800x480:palette7'])
+    expect(await cli.exit).toBe(0)
+    expect(cli.stdout()).toContain('panel 800x480 palette7 published')
+    const done = await waitForDone(watcher, 0)
+    await watcher.waitForFrames(1)
+    await watcher.close()
+    expect(cli.stdout()).toContain(`wrote ${out} (frame ${done.frame_id as number}, 800x480)`)
+
+    // Decoded by hand: 4 bits a pixel, the leftmost in the high nibble, 400 bytes a row (docs/protocol.md).
+    const inks = DEFAULT_PALETTES.palette7
+    const expected = Buffer.alloc(800 * 480 * 3)
+    let rows = 0
+    for (const c of watcher.chunks) {
+      if (c.readUInt16BE(4) !== done.frame_id) continue
+      expect(c.readUInt16BE(18)).toBe(4)
+      const [y, h] = [c.readUInt16BE(12), c.readUInt16BE(16)]
+      expect(c.length).toBe(24 + 400 * h)
+      for (let i = 0; i < 400 * h; i++) {
+        const byte = c[24 + i]!
+        for (const [k, index] of [byte >> 4, byte & 0x0f].entries()) {
+          const ink = inks[index]!
+          expected.set(ink, ((y + Math.floor(i / 400)) * 800 + (i % 400) * 2 + k) * 3)
+        }
+      }
+      rows += h
+    }
+    expect(rows).toBe(480)
+    const { data, info } = await sharp(out).raw().toBuffer({ resolveWithObject: true })
+    expect([info.width, info.height]).toEqual([800, 480])
+    expect(data.equals(expected)).toBe(true)
+  })
+
+  it('with --panel 320x240:rgb565-be gets a 320x240 frame, and refuses a panel it cannot read', async () => {
+    const out = join(dir, 'wide.png')
+    const args = ['--id', 'wide', '--url', url, '--prompt', 'a red fox', '--out', out, '--timeout', '60']
+    const cli = runCli([...args, '--panel', '320x240:rgb565-be'])
+    expect(await cli.exit).toBe(0)
+    expect(cli.stdout()).toMatch(/wrote .*wide\.png \(frame \d+, 320x240\)/)
+    const bad = runCli(['--id', 'wide', '--url', url, '--panel', '320x240:rgb888'])
+    expect(await bad.exit).toBe(64)
+    expect(bad.stderr()).toContain('--panel "320x240:rgb888" is not WIDTHxHEIGHT:FORMAT')
   })
 
   it('explains its usage: --help exits 0, a missing --id exits 64', async () => {

@@ -112,6 +112,28 @@ describe('the frame store', () => {
     expect(readdirSync(join(dir, 'frames'))).toEqual([])
   })
 
+  it('keeps the source picture beside the frame, counts it in the bytes, and drops it with the frame', async () => {
+    const dir = tempDir()
+    const store = createFrameStore(dir, capture(), { keepDays: 30, maxBytes: 1024 * 1024 })
+    await store.load()
+    const source = Buffer.from('a png, as far as the store cares')
+    await store.save(frame('kitchen'), source)
+    const frameOnly = store.bytes() - source.length
+    // A frame saved without a source (a re-render) keeps the one it has.
+    await store.save(frame('kitchen', { frameId: 2 }))
+    expect(await store.readSource('kitchen')).toEqual(source)
+    const again = createFrameStore(dir, capture())
+    await again.load()
+    expect(await again.readSource('kitchen')).toEqual(source)
+    expect(again.bytes()).toBe(frameOnly + source.length)
+    // A source without its frame is removed at load: nothing could use it, and it would not be counted.
+    writeFileSync(join(dir, 'frames', 'orphan.source'), 'x')
+    await again.forget('kitchen')
+    expect(await again.readSource('kitchen')).toBeUndefined()
+    await createFrameStore(dir, capture()).load()
+    expect(readdirSync(join(dir, 'frames'))).toEqual([])
+  })
+
   it('forgets a display: its file, its frame and its frame ids', async () => {
     const dir = tempDir()
     const store = createFrameStore(dir, capture())

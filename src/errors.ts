@@ -45,6 +45,7 @@ export const ERROR_TRAITS = {
   E_A1111_BAD_RESPONSE: { status: 502, movesJob: false, marksDown: false }, // not the JSON A1111 sends
   E_A1111_NO_IMAGE: { status: 502, movesJob: false, marksDown: false }, // a JSON answer without any image
   E_BAD_IMAGE: { status: 502, movesJob: false, marksDown: false }, // an image that cannot be decoded
+  E_HA_LINK: { status: 502, movesJob: false, marksDown: false }, // Home Assistant's broker unreachable or refusing
   E_INTERNAL: { status: 500, movesJob: false, marksDown: false }, // a bug: logged with its stack
 } as const satisfies Record<string, ErrorTraits>
 

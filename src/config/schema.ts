@@ -240,6 +240,18 @@ export const configSchema = z
     MQTT_CLIENT_ID: topicWord.optional(),
     /** The shared-subscription group that the bridges on one broker split prompts in. */
     MQTT_SHARE_GROUP: topicWord.default('pico-a1111-bridge'),
+    /** Home Assistant's broker (mqtt:// or mqtts://, user:pass allowed), MQTT 5; unset, MQTT_URL's broker. */
+    HA_MQTT_URL: mqttUrl.optional(),
+    /** Publish Home Assistant discovery; unset, on when HA_MQTT_URL or MQTT_URL names a broker for it. */
+    HA_DISCOVERY: bool.optional(),
+    /** Home Assistant's discovery prefix (its MQTT integration's setting). */
+    HA_DISCOVERY_PREFIX: z
+      .string()
+      .trim()
+      .regex(/^[^#+/\s]+(\/[^#+/\s]+)*$/, {
+        error: 'must be one or more topic levels without +, #, spaces or empty levels',
+      })
+      .default('homeassistant'),
     /** Time per step the demo generator pretends to take, so progress can be seen without a GPU. */
     DEMO_STEP_MS: int(0, 10_000).default(100),
     /** How long a stop may take before the daemon gives up waiting for running work. */
@@ -247,6 +259,14 @@ export const configSchema = z
   })
   .strict()
   .superRefine((c, ctx) => {
+    if (c.HA_DISCOVERY === true && c.HA_MQTT_URL === undefined && c.MQTT_URL === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['HA_DISCOVERY'],
+        message:
+          "needs Home Assistant's broker: set HA_MQTT_URL (the embedded broker speaks MQTT 3.1.1, Home Assistant needs 5)",
+      })
+    }
     c.A1111_BASE_URL?.forEach((server, i) => {
       if ((server.username === undefined) !== (server.password === undefined)) {
         ctx.addIssue({

@@ -8,6 +8,7 @@ import type { Config } from './config/schema.ts'
 import { createEventBus } from './events.ts'
 import { createGenerators } from './generator/create.ts'
 import { createGeneratorHealth } from './generator/health.ts'
+import { homeAssistantFromConfig } from './ha/setup.ts'
 import { createHealthReport } from './health-report.ts'
 import { createHttpServer } from './http/server.ts'
 import { panelFromConfig } from './image/panel.ts'
@@ -130,11 +131,27 @@ export function createApp(config: Config, deps: AppDeps): App {
     journal,
     rateLimit: createRateLimit(config.RATE_LIMIT, () => clock.monotonic()),
     rateLimitPerMinute: config.RATE_LIMIT,
-    seen: (id) => devices.seen(id),
+    seen(id) {
+      devices.seen(id)
+      homeAssistant?.seen(id)
+    },
     onInfo: (id, payload) => panels.handleInfo(id, payload),
     clock,
     log: child('intake'),
   })
+  const homeAssistant = homeAssistantFromConfig(config, {
+    ...{ events, intake, queue, store, log: child('ha') },
+    ...{ panelOf, connectedIds: () => broker.connectedDeviceIds() },
+    generators: () => ({
+      up: generators.filter((g) => health.stateOf(g) === 'up').length,
+      total: generators.length,
+    }),
+  })
+  async function forgetDevice(id: string): Promise<boolean> {
+    const hadFrame = await store.forget(id)
+    const inList = devices.forget(id)
+    return (homeAssistant?.forget(id) ?? false) || hadFrame || inList
+  }
   const metrics = createMetrics(
     {
       waiting: () => queue.waiting(),
@@ -151,6 +168,7 @@ export function createApp(config: Config, deps: AppDeps): App {
       : createHttpServer({
           ...{ config, log: child('http'), queue, intake, store, newJobId, panel, events, clock },
           devices: () => devices.list(),
+          forgetDevice,
           panelOf,
           health: createHealthReport({
             health,
@@ -163,10 +181,11 @@ export function createApp(config: Config, deps: AppDeps): App {
         })
 
   const { parts, ports, replayed } = bridgeParts(config, {
-    ...{ access, generators, store, journal, broker, intake, queue, http, health },
+    ...{ access, generators, store, journal, broker, intake, queue, http, health, homeAssistant },
     displayInfo: { name: 'display info', start: () => panels.load(), stop: () => panels.flush() },
     frameSubscribed(deviceId, clientId) {
       devices.seen(deviceId)
+      homeAssistant?.seen(deviceId)
       log.debug({ module: 'broker', deviceId, clientId }, 'frame topic subscribed; sending the last frame')
       lastFrame
         .resend(deviceId, clientId)

@@ -43,6 +43,8 @@ export function bridgeParts(
     health: GeneratorHealth
     /** The displays' kept info (jobs/panels.ts): loaded before the broker delivers any new one. */
     displayInfo?: Part
+    /** The link to Home Assistant's broker (src/ha/), when HA_MQTT_URL or MQTT_URL names one. */
+    homeAssistant?: Part | null
     frameSubscribed(deviceId: string, clientId: string): void
     /** Forgets displays whose last frame is older than FRAME_KEEP_DAYS (run at start and every hour). */
     sweepFrames(): void
@@ -119,6 +121,8 @@ export function bridgeParts(
       start: () => b.broker.publishBridgeState('online'),
       stop: () => b.broker.publishBridgeState('offline'),
     },
+    // Its start only loads a file and begins connecting: a Home Assistant broker that is down delays nothing.
+    { name: 'home assistant', start: () => b.homeAssistant?.start(), stop: () => b.homeAssistant?.stop() },
     {
       name: 'http',
       async start() {

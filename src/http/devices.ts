@@ -24,6 +24,8 @@ export interface DevicesDeps {
   devices(): DeviceInfo[]
   /** The panel a display's frames are made for (frame.png shows its palette's inks). */
   panelOf?(deviceId: string): PanelProfile
+  /** Forgets a display: its last frame, its entry in the list, its Home Assistant device. False if unknown. */
+  forgetDevice?(deviceId: string): Promise<boolean>
 }
 
 export function registerDeviceRoutes(app: FastifyInstance, deps: DevicesDeps): void {
@@ -55,6 +57,13 @@ export function registerDeviceRoutes(app: FastifyInstance, deps: DevicesDeps): v
   })
 
   app.get('/api/v1/devices', async (_request, reply) => reply.send({ devices: deps.devices() }))
+
+  app.delete('/api/v1/devices/:id', async (request, reply) => {
+    const id = deviceId(request.params)
+    if (!(await deps.forgetDevice?.(id))) return sendError(reply, notFound('device'))
+    // A display that is still connected comes back the next time it sends something.
+    return reply.send({ device: id, forgotten: true })
+  })
 
   app.get('/api/v1/devices/:id/frame.png', async (request, reply) => {
     const id = deviceId(request.params)

@@ -40,6 +40,8 @@ function panelView(p: PanelProfile): PanelView {
 
 export interface DeviceRegistry {
   seen(deviceId: string): void
+  /** Drops what the registry knows of a device (DELETE /api/v1/devices/:id); false when it knew nothing. */
+  forget(deviceId: string): boolean
   list(): DeviceInfo[]
 }
 
@@ -60,6 +62,7 @@ export function createDeviceRegistry(deps: {
       lastSeen.set(deviceId, deps.clock.now().toISOString())
       if (lastSeen.size > MAX_DEVICES) lastSeen.delete(lastSeen.keys().next().value!)
     },
+    forget: (deviceId) => lastSeen.delete(deviceId),
     list() {
       const connected = deps.connectedIds()
       const ids = new Set([...lastSeen.keys(), ...deps.store.all().map((m) => m.deviceId), ...connected])

@@ -1,0 +1,242 @@
+import { connect, type MqttClient } from 'mqtt'
+import sharp from 'sharp'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { connectDevice, type TestDevice } from '../support/device.ts'
+import { type StartedBridge, startBridgeFor } from '../support/ha.ts'
+import { type RunningMosquitto, startMosquitto } from '../support/mosquitto.ts'
+
+/*
+ * Home Assistant's side of issue 12: a real Mosquitto as Home Assistant's broker, an mqtt.js MQTT 5 client
+ * standing in for Home Assistant, and displays on the bridge's embedded broker.
+ */
+
+interface Seen {
+  topic: string
+  payload: Buffer
+}
+
+/** Home Assistant as the bridge meets it: an MQTT 5 client that reads everything under the two prefixes. */
+interface FakeHa {
+  client: MqttClient
+  messages: Seen[]
+  /** The first message on `topic` after index `from` that passes `match`. */
+  next(topic: string, match?: (payload: Buffer) => boolean, from?: number): Promise<Buffer>
+  json(
+    topic: string,
+    match?: (body: Record<string, unknown>) => boolean,
+    from?: number,
+  ): Promise<Record<string, unknown>>
+  publish(topic: string, payload: string): Promise<void>
+}
+
+async function connectHa(url: string): Promise<FakeHa> {
+  const client = connect(url, { protocolVersion: 5, clientId: 'fake-home-assistant', reconnectPeriod: 0 })
+  const messages: Seen[] = []
+  const waiters = new Set<() => void>()
+  client.on('message', (topic, payload) => {
+    messages.push({ topic, payload })
+    for (const w of [...waiters]) w()
+  })
+  await new Promise<void>((resolve, reject) => {
+    client.once('connect', () => resolve())
+    client.once('error', reject)
+  })
+  await client.subscribeAsync(['homeassistant/#', 'pico/#'], { qos: 1 })
+  const next = (topic: string, match: (p: Buffer) => boolean = () => true, from = 0) =>
+    new Promise<Buffer>((resolve) => {
+      const look = () => {
+        const hit = messages.slice(from).find((m) => m.topic === topic && match(m.payload))
+        if (!hit) return false
+        waiters.delete(look)
+        resolve(hit.payload)
+        return true
+      }
+      if (!look()) waiters.add(look)
+    })
+  const parse = (p: Buffer) => (p.length > 0 ? (JSON.parse(p.toString()) as Record<string, unknown>) : null)
+  return {
+    client,
+    messages,
+    next,
+    async json(topic, match = () => true, from = 0) {
+      return parse(await next(topic, (p) => parse(p) !== null && match(parse(p)!), from))!
+    },
+    async publish(topic, payload) {
+      await client.publishAsync(topic, payload, { qos: 1 })
+    },
+  }
+}
+
+type Component = Record<string, unknown> & { platform: string; unique_id: string }
+
+describe('Home Assistant', () => {
+  let mosquitto: RunningMosquitto
+  let bridge: StartedBridge
+  let ha: FakeHa
+  let kitchen: TestDevice
+  const config = 'homeassistant/device/pico_kitchen/config'
+  const cmps = async () =>
+    (await ha.json(config, (b) => 'rssi' in (b.cmps as object))).cmps as Record<string, Component>
+
+  beforeAll(async () => {
+    mosquitto = await startMosquitto('allow_anonymous true')
+    ha = await connectHa(mosquitto.url)
+    bridge = await startBridgeFor({ HA_MQTT_URL: mosquitto.url, HTTP_PORT: 0, DEMO_STEP_MS: 20 })
+    kitchen = await connectDevice(bridge.mqttUrl, 'kitchen')
+    await kitchen.client.publishAsync(
+      'pico/kitchen/info',
+      JSON.stringify({ fw: '1.4.0', rssi: -61, heap_free: 81234, battery_v: 3.9 }),
+      { qos: 1, retain: true },
+    )
+  })
+
+  afterAll(async () => {
+    await kitchen?.close()
+    await bridge?.stop()
+    await ha?.client.endAsync()
+    await mosquitto?.stop()
+  })
+
+  it('describes each display and the bridge in one retained device message each, as Home Assistant requires', async () => {
+    const display = await ha.json(config, (b) => 'rssi' in (b.cmps as object))
+    const bridgeConfig = await ha.json('homeassistant/device/pico_bridge/config')
+    const ids = new Set<string>()
+    for (const body of [display, bridgeConfig]) {
+      const dev = body.dev as Record<string, unknown>
+      expect(Array.isArray(dev.identifiers) && dev.identifiers.length).toBeTruthy()
+      expect(dev.name).toEqual(expect.any(String))
+      expect(body.o).toMatchObject({ name: 'pico-a1111-bridge', sw: expect.any(String) })
+      for (const c of Object.values(body.cmps as Record<string, Component>)) {
+        expect(['text', 'image', 'sensor', 'button']).toContain(c.platform)
+        expect(ids.has(c.unique_id)).toBe(false)
+        ids.add(c.unique_id)
+      }
+    }
+    expect(display.dev).toMatchObject({
+      via_device: 'pico_bridge',
+      sw_version: '1.4.0',
+      model: expect.stringContaining('240x240'),
+    })
+    expect(display.availability).toEqual([
+      { topic: 'pico/bridge/ha/availability' },
+      { topic: 'pico/kitchen/ha/availability' },
+    ])
+    expect(display.availability_mode).toBe('all')
+    const c = display.cmps as Record<string, Component>
+    expect(c.prompt).toMatchObject({
+      platform: 'text',
+      max: 255,
+      command_topic: 'pico/kitchen/ha/set/prompt',
+    })
+    expect(c.picture).toMatchObject({
+      platform: 'image',
+      content_type: 'image/png',
+      image_topic: 'pico/kitchen/ha/picture',
+    })
+    expect(c.status).toMatchObject({ platform: 'sensor', json_attributes_topic: 'pico/kitchen/ha/status' })
+    expect(c.progress).toMatchObject({ platform: 'sensor', unit_of_measurement: '%' })
+    expect(c.again).toMatchObject({ platform: 'button', command_topic: 'pico/kitchen/ha/set/again' })
+    expect(c.cancel).toMatchObject({ platform: 'button', command_topic: 'pico/kitchen/ha/set/cancel' })
+    for (const key of ['rssi', 'heap_free', 'battery_v', 'fw'])
+      expect(c[key]).toMatchObject({
+        platform: 'sensor',
+        entity_category: 'diagnostic',
+        state_topic: 'pico/kitchen/ha/info',
+      })
+    expect(JSON.parse((await ha.next('pico/kitchen/ha/info')).toString())).toMatchObject({
+      rssi: -61,
+      fw: '1.4.0',
+    })
+    expect((await ha.next('pico/bridge/ha/availability')).toString()).toBe('online')
+    expect((await ha.next('pico/kitchen/ha/availability')).toString()).toBe('online')
+    expect(await ha.json('pico/bridge/ha/state')).toMatchObject({
+      generators_up: expect.any(Number),
+      queue: 0,
+    })
+  })
+
+  it('turns the text entity into a job whose status, progress and picture reach Home Assistant', async () => {
+    const c = await cmps()
+    const from = ha.messages.length
+    const frames = kitchen.frames.length
+    await ha.publish(c.prompt!.command_topic as string, 'a lighthouse at dusk')
+    const [frame] = (await kitchen.waitForFrames(frames + 1)).slice(frames)
+    const status = c.status!.state_topic as string
+    await ha.json(status, (b) => b.state === 'generating' && typeof b.progress === 'number', from)
+    const done = await ha.json(status, (b) => b.state === 'done', from)
+    expect(done).toMatchObject({ progress: 100, frame_id: frame!.frameId, seed: expect.any(Number) })
+    expect((await ha.next(c.prompt!.state_topic as string, () => true, from)).toString()).toBe(
+      'a lighthouse at dusk',
+    )
+
+    const png = await ha.next(c.picture!.image_topic as string, () => true, from)
+    const { data, info } = await sharp(png).raw().toBuffer({ resolveWithObject: true })
+    expect([info.width, info.height]).toEqual([frame!.width, frame!.height])
+    let mismatches = 0
+    for (let i = 0; i < frame!.width * frame!.height; i++) {
+      const v = frame!.pixels.readUInt16BE(i * 2)
+      const [r, g, b] = [data[i * info.channels]!, data[i * info.channels + 1]!, data[i * info.channels + 2]!]
+      if (r >> 3 !== v >> 11 || g >> 2 !== ((v >> 5) & 0x3f) || b >> 3 !== (v & 0x1f)) mismatches++
+    }
+    expect(mismatches).toBe(0)
+  })
+
+  it('makes the picture again with a new seed, and cancels a running job, from the buttons', async () => {
+    const c = await cmps()
+    const status = c.status!.state_topic as string
+    const first = await ha.json(status, (b) => b.state === 'done')
+    let from = ha.messages.length
+    await ha.publish(c.again!.command_topic as string, 'PRESS')
+    const again = await ha.json(status, (b) => b.state === 'done', from)
+    expect(again.job).not.toBe(first.job)
+    expect((await ha.next(c.prompt!.state_topic as string, () => true, from)).toString()).toBe(
+      'a lighthouse at dusk',
+    )
+
+    from = ha.messages.length
+    await kitchen.prompt({ prompt: 'a long one', steps: 150 })
+    await ha.json(status, (b) => b.state === 'generating', from)
+    await ha.publish(c.cancel!.command_topic as string, 'PRESS')
+    expect(await ha.json(status, (b) => b.state === 'cancelled', from)).toMatchObject({ reason: 'requested' })
+  })
+
+  it('shows a refused prompt as an error on the Status sensor', async () => {
+    const from = ha.messages.length
+    await ha.publish('pico/kitchen/ha/set/prompt', '   ')
+    const status = await ha.json('pico/kitchen/ha/status', (b) => b.state === 'error', from)
+    expect(status).toMatchObject({ error_code: 'E_BAD_PROMPT', error: expect.any(String) })
+  })
+
+  it('sends discovery again when Home Assistant says online', async () => {
+    const from = ha.messages.length
+    await ha.publish('homeassistant/status', 'online')
+    await ha.next(config, (p) => p.length > 0, from)
+    await ha.next('homeassistant/device/pico_bridge/config', (p) => p.length > 0, from)
+  })
+
+  it('remembers displays across a restart and empties the discovery of a forgotten one', async () => {
+    const hall = await connectDevice(bridge.mqttUrl, 'hall')
+    await ha.next('homeassistant/device/pico_hall/config', (p) => p.length > 0)
+    await hall.close()
+    await bridge.restart()
+    const from = ha.messages.length
+    await ha.next('homeassistant/device/pico_hall/config', (p) => p.length > 0, from)
+    const res = await fetch(`http://127.0.0.1:${bridge.httpPort}/api/v1/devices/hall`, { method: 'DELETE' })
+    expect(res.status).toBe(200)
+    expect(await res.json()).toEqual({ device: 'hall', forgotten: true })
+    await ha.next('homeassistant/device/pico_hall/config', (p) => p.length === 0, from)
+    const again = await fetch(`http://127.0.0.1:${bridge.httpPort}/api/v1/devices/hall`, { method: 'DELETE' })
+    expect(again.status).toBe(404)
+  })
+
+  it('keeps the displays working while Home Assistant’s broker is down', async () => {
+    // The restart above gave the display a new bridge; it connects to the new one.
+    await kitchen.close()
+    kitchen = await connectDevice(bridge.mqttUrl, 'kitchen')
+    await mosquitto.stop()
+    const frames = kitchen.frames.length
+    await kitchen.prompt('a frame without Home Assistant')
+    await kitchen.waitForFrames(frames + 1)
+    await kitchen.waitForStatus((s) => s.state === 'done')
+  })
+})

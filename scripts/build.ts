@@ -9,7 +9,7 @@
  *
  * Usage: node scripts/build.ts [--out DIR]
  */
-import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { stripTypeScriptTypes } from 'node:module'
 import { dirname, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -30,6 +30,15 @@ function* tsFiles(dir: string): Generator<string> {
   }
 }
 
+/** Files the daemon serves as they are (the dashboard's page, script and style in src/http/dashboard/). */
+function* assetFiles(dir: string): Generator<string> {
+  for (const name of readdirSync(dir)) {
+    const path = join(dir, name)
+    if (statSync(path).isDirectory()) yield* assetFiles(path)
+    else if (/\.(html|js|css|svg)$/.test(name)) yield path
+  }
+}
+
 export function buildFile(source: string): string {
   const stripped = stripTypeScriptTypes(source, { mode: 'strip' })
   return stripped.replace(RELATIVE_TS_IMPORT, (_all, head: string, quote: string, path: string) => {
@@ -47,6 +56,12 @@ function build(): number {
       writeFileSync(target, buildFile(readFileSync(file, 'utf8')), { mode: statSync(file).mode })
       count++
     }
+  }
+  for (const file of assetFiles(join(ROOT, 'src'))) {
+    const target = join(OUT, relative(ROOT, file))
+    mkdirSync(dirname(target), { recursive: true })
+    copyFileSync(file, target)
+    count++
   }
   // The daemon reads its version from the package.json one level above src/: give dist/ one of its own.
   const { name, version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as Record<

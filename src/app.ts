@@ -168,6 +168,7 @@ export function createApp(config: Config, deps: AppDeps): App {
       : createHttpServer({
           ...{ config, log: child('http'), queue, intake, store, newJobId, panel, events, clock },
           devices: () => devices.list(),
+          generatorStatuses: () => health.statuses(),
           forgetDevice,
           panelOf,
           health: createHealthReport({

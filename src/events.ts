@@ -17,8 +17,8 @@ export interface BridgeEvents {
   'generator.state': { generatorId: string; state: GeneratorState }
   /** A picture became a panel frame (or raw pixels for an HTTP client). */
   'frame.converted': { ms: number; via: 'mqtt' | 'http' }
-  /** A frame was handed to a device's subscribers. */
-  'frame.sent': { deviceId: string; preview: boolean; clients: number }
+  /** A frame was handed to a device's subscribers (with its chunks, which the dashboard shows previews from). */
+  'frame.sent': { deviceId: string; preview: boolean; clients: number; chunks?: readonly Buffer[] }
   /** A frame chunk was written to a client's socket. */
   'chunk.sent': { bytes: number }
   /** A prompt was recorded durably (write and fsync) in the job journal. */

@@ -7,7 +7,9 @@ import Fastify, {
 import type { Logger } from 'pino'
 import type { Config } from '../config/schema.ts'
 import { AppError } from '../errors.ts'
+import type { GeneratorStatus } from '../generator/health.ts'
 import { createKeyCheck } from './auth.ts'
+import { registerDashboard } from './dashboard.ts'
 import { type DevicesDeps, registerDeviceRoutes } from './devices.ts'
 import { sendError } from './errors.ts'
 import { type PassthroughDeps, registerPassthrough } from './passthrough.ts'
@@ -27,6 +29,8 @@ export interface HttpDeps extends PassthroughDeps, DevicesDeps {
   health(): { ok: boolean; body: Record<string, unknown> }
   /** Extra routes (metrics) registered by their owners. */
   extraRoutes?: ((app: FastifyInstance) => void)[]
+  /** The generators as /health shows them, for the dashboard. */
+  generatorStatuses(): GeneratorStatus[]
 }
 
 export function buildHttpApp(deps: HttpDeps): FastifyInstance {
@@ -57,6 +61,8 @@ export function buildHttpApp(deps: HttpDeps): FastifyInstance {
     const matches = createKeyCheck(key)
     app.addHook('onRequest', async (request, reply) => {
       if (request.url === '/health' || request.url.startsWith('/health?')) return
+      // The dashboard's page and event stream (dashboard.ts): a browser cannot send the header there.
+      if ((request.routeOptions.config as { public?: boolean }).public === true) return
       if (!matches(request.headers['x-api-key'])) {
         request.log.warn({ url: request.url.split('?')[0], ip: request.ip }, 'missing or wrong X-API-Key')
         return sendError(reply, new AppError('E_UNAUTHORIZED', 'missing or wrong X-API-Key header'))
@@ -94,6 +100,7 @@ export function buildHttpApp(deps: HttpDeps): FastifyInstance {
   })
   registerPassthrough(app, deps)
   registerDeviceRoutes(app, deps)
+  registerDashboard(app, { ...deps, generators: deps.generatorStatuses, apiKey: key })
   for (const add of deps.extraRoutes ?? []) add(app)
   return app
 }

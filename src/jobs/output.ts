@@ -37,7 +37,7 @@ export function createDeviceOutput(deps: {
     },
     frame(deviceId, chunks, options) {
       const clients = broker.sendFrame(deviceId, chunks, options)
-      events.emit('frame.sent', { deviceId, preview: options.preview, clients })
+      events.emit('frame.sent', { deviceId, preview: options.preview, clients, chunks })
       log.debug({ deviceId, chunks: chunks.length, clients, preview: options.preview }, 'frame queued')
       return clients
     },

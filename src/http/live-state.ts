@@ -1,0 +1,181 @@
+import type { EventBus } from '../events.ts'
+import type { GeneratorStatus } from '../generator/health.ts'
+import type { PanelProfile } from '../image/panel.ts'
+import type { DeviceInfo } from '../jobs/device-registry.ts'
+import type { JobQueue } from '../jobs/job.ts'
+import { type AssembledFrame, createFrameAssembler } from '../protocol/frame.ts'
+import type { FrameStore } from '../store/frame-store.ts'
+
+/*
+ * What the dashboard shows, kept up to date from the event bus: each display's latest status and error,
+ * the queue in order, the generators with their recent times, and the preview a running job last sent.
+ * The page gets it whole once (the snapshot) and then as changes (README, "Dashboard").
+ */
+
+export interface LiveDeps {
+  events: EventBus
+  queue: JobQueue
+  store: FrameStore
+  panel: PanelProfile
+  devices(): DeviceInfo[]
+  generators(): GeneratorStatus[]
+}
+
+/** One change for the page: an SSE event name and its JSON body. */
+export interface LiveEvent {
+  event: 'status' | 'frame' | 'queue' | 'generators' | 'devices'
+  data: unknown
+}
+
+export interface LiveState {
+  snapshot(): Record<string, unknown>
+  /** Returns the function that stops the listener. */
+  subscribe(listener: (event: LiveEvent) => void): () => void
+  /** The preview frame a running job last sent to the display, if any. */
+  preview(deviceId: string): AssembledFrame | undefined
+  /** Looks whether displays came or went (connections are not on the bus); called on the heartbeat. */
+  refreshDevices(): void
+  stop(): void
+}
+
+/** Generation times kept per generator for the page. */
+const RECENT_TIMES = 10
+/** Displays whose statuses are kept; the registry has the same bound. */
+const MAX_DEVICES = 10_000
+
+export function createLiveState(deps: LiveDeps): LiveState {
+  const statuses = new Map<string, Record<string, unknown>>()
+  const errors = new Map<string, Record<string, unknown>>()
+  const previews = new Map<
+    string,
+    { assembler: ReturnType<typeof createFrameAssembler>; frame?: AssembledFrame }
+  >()
+  const recent = new Map<string, number[]>()
+  const listeners = new Set<(event: LiveEvent) => void>()
+  let lastQueue = ''
+  let lastDevices = ''
+
+  function broadcast(event: LiveEvent): void {
+    for (const listener of listeners) listener(event)
+  }
+
+  function remember<V>(map: Map<string, V>, key: string, value: V): void {
+    map.delete(key)
+    map.set(key, value)
+    if (map.size > MAX_DEVICES) map.delete(map.keys().next().value!)
+  }
+
+  /** Running jobs (from their displays' statuses) first, then the waiting ones in the order they start. */
+  function queueView(): Record<string, unknown>[] {
+    const running = [...statuses]
+      .filter(([, s]) => s.state === 'generating' || s.state === 'sending')
+      .map(([device, s]) => ({ job: s.job, device, state: s.state, position: 0 }))
+    const waiting = deps.queue.waitingJobs().map((j) => ({
+      job: j.id,
+      device: j.deviceId ?? null,
+      state: 'queued',
+      position: j.position ?? null,
+    }))
+    return [...running, ...waiting]
+  }
+
+  function generatorsView(): Record<string, unknown>[] {
+    return deps.generators().map((g) => ({ ...g, recentMs: recent.get(g.id) ?? [] }))
+  }
+
+  function deviceView(info: DeviceInfo): Record<string, unknown> {
+    const meta = deps.store.meta(info.id)
+    return {
+      ...info,
+      status: statuses.get(info.id) ?? null,
+      last_error: errors.get(info.id) ?? null,
+      prompt: meta?.prompt ?? null,
+      seed: meta?.seed ?? null,
+    }
+  }
+
+  function devicesView(): Record<string, unknown>[] {
+    return deps.devices().map(deviceView)
+  }
+
+  function queueChanged(): void {
+    const view = queueView()
+    const text = JSON.stringify(view)
+    if (text === lastQueue) return
+    lastQueue = text
+    broadcast({ event: 'queue', data: view })
+  }
+
+  const offs = [
+    deps.events.on('status.published', ({ deviceId, body }) => {
+      remember(statuses, deviceId, body)
+      if (body.state === 'error') remember(errors, deviceId, body)
+      if (body.state === 'queued' || body.state === 'generating') previews.delete(deviceId)
+      const info = deps.devices().find((d) => d.id === deviceId)
+      const device = info
+        ? deviceView(info)
+        : { id: deviceId, status: body, last_error: errors.get(deviceId) }
+      broadcast({ event: 'status', data: device })
+      queueChanged()
+    }),
+    deps.events.on('frame.sent', ({ deviceId, preview, chunks }) => {
+      if (preview && chunks) {
+        // Only the newest preview is kept, and only until the job settles.
+        let entry = previews.get(deviceId)
+        if (!entry) {
+          entry = { assembler: createFrameAssembler() }
+          remember(previews, deviceId, entry)
+        }
+        let frame: AssembledFrame | null = null
+        for (const chunk of chunks) frame = entry.assembler.push(chunk) ?? frame
+        if (!frame) return
+        entry.frame = frame
+        broadcast({ event: 'frame', data: { device: deviceId, preview: true, frame_id: frame.frameId } })
+      }
+    }),
+    deps.events.on('job.settled', ({ deviceId }) => {
+      if (deviceId !== undefined) previews.delete(deviceId)
+      queueChanged()
+    }),
+    deps.events.on('generator.state', () => broadcast({ event: 'generators', data: generatorsView() })),
+    deps.events.on('generation.measured', ({ generatorId, ms, error }) => {
+      if (error === undefined) {
+        const times = recent.get(generatorId) ?? []
+        times.unshift(Math.round(ms))
+        recent.set(generatorId, times.slice(0, RECENT_TIMES))
+      }
+      broadcast({ event: 'generators', data: generatorsView() })
+    }),
+  ]
+
+  return {
+    snapshot() {
+      const devices = devicesView()
+      lastDevices = JSON.stringify(devices.map(({ id, connected }) => [id, connected]))
+      const { width, height, format, fit } = deps.panel
+      return {
+        panel: { width, height, format, fit },
+        devices,
+        queue: queueView(),
+        generators: generatorsView(),
+      }
+    },
+    subscribe(listener) {
+      listeners.add(listener)
+      return () => listeners.delete(listener)
+    },
+    preview: (deviceId) => previews.get(deviceId)?.frame,
+    refreshDevices() {
+      if (listeners.size === 0) return
+      const devices = devicesView()
+      const text = JSON.stringify(devices.map(({ id, connected }) => [id, connected]))
+      if (text === lastDevices) return
+      lastDevices = text
+      broadcast({ event: 'devices', data: devices })
+    },
+    stop() {
+      for (const off of offs) off()
+      listeners.clear()
+    },
+  }
+}

@@ -1,5 +1,6 @@
 import { connect, type MqttClient } from 'mqtt'
 import type { Logger } from 'pino'
+import { maskUrlPasswords } from '../config/secrets.ts'
 
 /*
  * The link to Home Assistant's broker: one mqtt.js client at MQTT 5 (Home Assistant requires a broker that
@@ -80,7 +81,7 @@ export function createHaLink(options: {
       client.on('message', (topic, payload) => handlers.message(topic, payload))
       client.on('error', (err) => {
         // One warning per outage; the retries after it are quiet until the link is back.
-        const fields = { broker, code: 'E_HA_LINK', reason: err.message }
+        const fields = { broker, code: 'E_HA_LINK', reason: maskUrlPasswords(err.message) }
         if (outage) log.debug(fields, 'Home Assistant link still down')
         else log.warn(fields, 'Home Assistant link failed; retrying')
         outage = true

@@ -1,0 +1,279 @@
+/// <reference lib="dom" />
+import { existsSync } from 'node:fs'
+import { mkdir } from 'node:fs/promises'
+import { type Browser, chromium, type Page } from 'playwright-core'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startBridge, type TestBridge } from '../support/bridge.ts'
+import { connectDevice, type TestDevice } from '../support/device.ts'
+
+/*
+ * The dashboard (README, "Dashboard") in a real browser: Debian's chromium driven by playwright-core, which
+ * downloads no browser of its own. The page is used as a person would (labels, buttons, the keyboard), and
+ * what it shows is checked against what the MQTT displays received.
+ */
+
+const CHROMIUM = '/usr/bin/chromium'
+const ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+]
+/** Screenshots land here (ignored by git); UPDATE_DOCS_SCREENSHOT=1 also refreshes docs/dashboard.png. */
+const SHOTS = 'test/browser/screenshots'
+
+let browser: Browser
+
+beforeAll(async () => {
+  if (!existsSync(CHROMIUM)) throw new Error('chromium is not installed: apt-get install chromium')
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS })
+  await mkdir(SHOTS, { recursive: true })
+})
+
+afterAll(async () => {
+  await browser?.close()
+})
+
+/** RGBA as the page's canvas reads the shown <img>, next to the display's RGB565 frame expanded. */
+async function shownPixels(page: Page, device: string): Promise<number[]> {
+  return page.evaluate((id) => {
+    const img = document.querySelector<HTMLImageElement>(`[data-device="${id}"] img.picture`)!
+    const canvas = document.createElement('canvas')
+    canvas.width = img.naturalWidth
+    canvas.height = img.naturalHeight
+    const ctx = canvas.getContext('2d')!
+    ctx.drawImage(img, 0, 0)
+    return [...ctx.getImageData(0, 0, canvas.width, canvas.height).data]
+  }, device)
+}
+
+function expectSamePicture(rgba: number[], frame: { width: number; height: number; pixels: Buffer }): void {
+  expect(rgba.length).toBe(frame.width * frame.height * 4)
+  let worst = 0
+  for (let p = 0; p < frame.width * frame.height; p++) {
+    const word = frame.pixels.readUInt16BE(p * 2)
+    const rgb = [((word >>> 11) * 255) / 31, (((word >>> 5) & 0x3f) * 255) / 63, ((word & 0x1f) * 255) / 31]
+    for (let c = 0; c < 3; c++) worst = Math.max(worst, Math.abs(rgba[p * 4 + c]! - rgb[c]!))
+  }
+  // 5 and 6 bits widen to 8 by rounding or by bit replication; both stay within 4 of the exact value.
+  expect(worst).toBeLessThanOrEqual(4)
+}
+
+/** Records every state a card passes through, so a short-lived one is not missed between two looks. */
+async function watchStates(page: Page): Promise<void> {
+  await page.evaluate(() => {
+    const seen: Record<string, string[]> = {}
+    ;(window as unknown as { seenStates: typeof seen }).seenStates = seen
+    new MutationObserver((changes) => {
+      for (const change of changes) {
+        const el = change.target as HTMLElement
+        const id = el.dataset.device
+        if (!id || !el.dataset.state) continue
+        seen[id] ??= []
+        const list = seen[id]
+        if (list.at(-1) !== el.dataset.state) list.push(el.dataset.state)
+      }
+    }).observe(document.body, { subtree: true, attributes: true, attributeFilter: ['data-state'] })
+  })
+}
+
+const seenStates = (page: Page, id: string) =>
+  page.evaluate(
+    (d) => (window as unknown as { seenStates: Record<string, string[]> }).seenStates[d] ?? [],
+    id,
+  )
+
+describe('the dashboard, without a key', () => {
+  let bridge: TestBridge
+  let kitchen: TestDevice
+  let hall: TestDevice
+  let page: Page
+
+  beforeAll(async () => {
+    bridge = await startBridge({ HTTP_PORT: 0, DEMO_STEP_MS: 40 })
+    kitchen = await connectDevice(bridge.mqttUrl, 'kitchen')
+    hall = await connectDevice(bridge.mqttUrl, 'hall')
+    page = await browser.newPage({ viewport: { width: 360, height: 780 } })
+  })
+
+  afterAll(async () => {
+    await page?.close()
+    await kitchen?.close()
+    await hall?.close()
+    await bridge?.stop()
+  })
+
+  it('shows both displays, takes a prompt from the page and shows the picture the display got', async () => {
+    await page.goto(`http://127.0.0.1:${bridge.httpPort}/`)
+    await page.getByText('live', { exact: true }).waitFor()
+    const cards = page.locator('article[data-device]')
+    await expect
+      .poll(() => cards.evaluateAll((els) => els.map((e) => (e as HTMLElement).dataset.device)))
+      .toEqual(['hall', 'kitchen'])
+    await expect
+      .poll(() => page.locator('[data-device="kitchen"] .connection').textContent())
+      .toMatch(/^connected/)
+    await watchStates(page)
+
+    const card = page.locator('[data-device="kitchen"]')
+    await card.getByRole('textbox', { name: 'Prompt', exact: true }).fill('a lighthouse at dusk')
+    await card.getByText('Advanced').click()
+    await card.getByLabel('Seed').fill('1234')
+    await card.getByLabel('Steps').fill('12')
+    // The keyboard: Enter on the focused button sends the form.
+    await card.getByRole('button', { name: 'Generate', exact: true }).focus()
+    await page.keyboard.press('Enter')
+
+    const done = await kitchen.waitForStatus((s) => s.state === 'done')
+    expect(done.seed).toBe(1234)
+    const [frame] = await kitchen.waitForFrames(1)
+    await page.waitForFunction(
+      (id) =>
+        document.querySelector<HTMLImageElement>('[data-device="kitchen"] img.picture')?.dataset.frameId ===
+        id,
+      String(done.frame_id),
+    )
+    expectSamePicture(await shownPixels(page, 'kitchen'), frame!)
+    const states = await seenStates(page, 'kitchen')
+    expect(states).toContain('generating')
+    expect(states.at(-1)).toBe('done')
+    await expect
+      .poll(() => card.locator('.state').textContent())
+      .toBe(`done: frame ${done.frame_id}, seed 1234`)
+    await page.screenshot({ path: `${SHOTS}/dashboard-360.png`, fullPage: true })
+  })
+
+  it('shows a prompt sent over MQTT live, with the queue in order, and cancels a job from the page', async () => {
+    const card = page.locator('[data-device="kitchen"]')
+    await card.getByRole('textbox', { name: 'Prompt', exact: true }).fill('a very slow picture')
+    await card.getByLabel('Steps').fill('150')
+    await card.getByRole('button', { name: 'Generate', exact: true }).click()
+    await page.waitForFunction(
+      () => document.querySelector<HTMLElement>('[data-device="kitchen"]')?.dataset.state === 'generating',
+    )
+
+    // Another display's prompt, from MQTT, waits behind it: the page shows it at once.
+    const from = hall.statuses.length
+    await hall.prompt('a small boat on a lake')
+    await page.waitForFunction(
+      () => document.querySelector('[data-device="hall"] .state')?.textContent === 'queued, position 1',
+    )
+    await expect
+      .poll(() => page.locator('#queue li').allTextContents())
+      .toEqual([expect.stringMatching(/^kitchen: generating/), expect.stringMatching(/^hall: position 1/)])
+
+    const cancel = card.getByRole('button', { name: 'Cancel' })
+    await expect.poll(() => cancel.isEnabled()).toBe(true)
+    await cancel.click()
+    const cancelled = await kitchen.waitForStatus((s) => s.state === 'cancelled')
+    expect(cancelled.reason).toBe('requested')
+    await page.waitForFunction(
+      () => document.querySelector<HTMLElement>('[data-device="kitchen"]')?.dataset.state === 'cancelled',
+    )
+
+    const done = await hall.waitForStatus((s) => s.state === 'done', from)
+    const [frame] = await hall.waitForFrames(1)
+    await page.waitForFunction(
+      (id) =>
+        document.querySelector<HTMLImageElement>('[data-device="hall"] img.picture')?.dataset.frameId === id,
+      String(done.frame_id),
+    )
+    expectSamePicture(await shownPixels(page, 'hall'), frame!)
+    await expect
+      .poll(() => page.locator('#generators li').allTextContents())
+      .toEqual([expect.stringMatching(/^demo: up; recent: /)])
+  })
+
+  it('generates again with the same prompt and a new seed', async () => {
+    const from = kitchen.statuses.length
+    await page.locator('[data-device="kitchen"]').getByRole('button', { name: 'Generate again' }).click()
+    const done = await kitchen.waitForStatus((s) => s.state === 'done', from)
+    expect(done.seed).not.toBe(1234)
+    // Again means the picture on the display: the lighthouse, not the cancelled slow prompt.
+    await expect
+      .poll(() => page.locator('[data-device="kitchen"] .about').textContent())
+      .toContain('a lighthouse at dusk')
+    await page.waitForFunction(
+      (id) =>
+        document.querySelector<HTMLImageElement>('[data-device="kitchen"] img.picture')?.dataset.frameId ===
+        id,
+      String(done.frame_id),
+    )
+    await page.setViewportSize({ width: 1100, height: 900 })
+    await page.evaluate(() => window.scrollTo(0, 0))
+    await page.screenshot({ path: `${SHOTS}/dashboard-desktop.png` })
+    if (process.env.UPDATE_DOCS_SCREENSHOT === '1') await page.screenshot({ path: 'docs/dashboard.png' })
+  })
+})
+
+describe('the dashboard with SERVICE_API_KEY', () => {
+  const KEY = 'dashboard-test-key-4f1c9a'
+  let bridge: TestBridge
+  let page: Page
+
+  beforeAll(async () => {
+    bridge = await startBridge({ HTTP_PORT: 0, SERVICE_API_KEY: KEY })
+  })
+
+  afterAll(async () => {
+    await page?.close()
+    await bridge?.stop()
+  })
+
+  it('asks for the key once, keeps it, and never puts the key or a ticket in a log line', async () => {
+    const base = `http://127.0.0.1:${bridge.httpPort}`
+    page = await browser.newPage({ viewport: { width: 360, height: 700 } })
+    const tickets: string[] = []
+    page.on('request', (r) => {
+      const token = new URL(r.url()).searchParams.get('token')
+      if (token) tickets.push(token)
+    })
+    await page.goto(`${base}/`)
+    const keyBox = page.getByLabel('API key')
+    await keyBox.waitFor()
+    await expect.poll(() => page.evaluate(() => document.activeElement?.id)).toBe('key')
+
+    await keyBox.fill('not the key')
+    await page.keyboard.press('Enter')
+    await page.getByText('The bridge refused this key.').waitFor()
+
+    await keyBox.fill(KEY)
+    await page.getByRole('button', { name: 'Use this key' }).click()
+    await page.getByText('live', { exact: true }).waitFor()
+    expect(await page.evaluate(() => localStorage.getItem('pico-a1111-bridge.api-key'))).toBe(KEY)
+
+    await page.reload()
+    await page.getByText('live', { exact: true }).waitFor()
+    expect(await page.locator('#key-form').isHidden()).toBe(true)
+    expect(tickets).toHaveLength(2)
+
+    // A ticket is good once: the same URL again is refused.
+    const replay = await fetch(`${base}/api/v1/events?token=${tickets[0]}`)
+    expect(replay.status).toBe(401)
+    const text = JSON.stringify(bridge.logs)
+    expect(text).not.toContain(KEY)
+    for (const ticket of tickets) expect(text).not.toContain(ticket)
+    // The refused replay is logged by its path alone.
+    await expect
+      .poll(() => bridge.logs.some((l) => l.path === '/api/v1/events' && l.status === 401))
+      .toBe(true)
+  })
+
+  it('streams a snapshot with a retry field to a ticket, and refuses a ticket without the key', async () => {
+    const base = `http://127.0.0.1:${bridge.httpPort}`
+    expect((await fetch(`${base}/api/v1/events/token`, { method: 'POST' })).status).toBe(401)
+    expect((await fetch(`${base}/api/v1/events`)).status).toBe(401)
+    const { token } = (await (
+      await fetch(`${base}/api/v1/events/token`, { method: 'POST', headers: { 'x-api-key': KEY } })
+    ).json()) as { token: string }
+    const controller = new AbortController()
+    const stream = await fetch(`${base}/api/v1/events?token=${token}`, { signal: controller.signal })
+    expect(stream.headers.get('content-type')).toMatch(/^text\/event-stream/)
+    const reader = stream.body!.getReader()
+    let head = ''
+    while (!head.includes('\n\n')) head += new TextDecoder().decode((await reader.read()).value)
+    expect(head).toMatch(/^event: snapshot\ndata: \{.*\}\nretry: 3000\n\n/)
+    controller.abort()
+  })
+})

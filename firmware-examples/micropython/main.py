@@ -12,11 +12,30 @@ import sys
 
 import picoframe
 
+FW_VERSION = "main.py 1"
+
 
 def topics(base, device_id):
-    """The four topics of one device, as bytes (umqtt compares and sends bytes)."""
+    """The topics of one device, as bytes (umqtt compares and sends bytes)."""
     p = "%s/%s/" % (base, device_id)
-    return {k: (p + k).encode() for k in ("frame", "status", "prompt", "get", "cancel")}
+    return {k: (p + k).encode() for k in ("frame", "status", "prompt", "get", "cancel", "info")}
+
+
+def info_payload(cfg, rssi=None):
+    """The retained info (docs/protocol.md, "Display info"): the panel this board draws, and its telemetry."""
+    gc.collect()
+    info = {
+        "panel": {"width": getattr(cfg, "WIDTH", 240), "height": getattr(cfg, "HEIGHT", 240),
+                  "format": getattr(cfg, "PIXEL_FORMAT", "rgb565-be"), "band_rows": getattr(cfg, "BAND_ROWS", 20)},
+        "fw": FW_VERSION,
+        "heap_free": gc.mem_free(),
+    }
+    if rssi is not None:
+        try:
+            info["rssi"] = rssi()
+        except Exception:
+            pass
+    return json.dumps(info)
 
 
 def status_text(s):
@@ -211,10 +230,11 @@ class Device:
     display      a display.py sink: band(), frame_start(), frame_done(), status()
     clock        has ticks_ms(), ticks_diff(a, b), ticks_add(t, ms): the time module on the board
     network      optional, called before each connection attempt to make sure Wi-Fi is up
+    rssi         optional, returns the Wi-Fi signal strength in dBm for the info message
     """
 
     def __init__(self, cfg, make_client, display, clock, log=print, button=None, cancel_button=None,
-                 console=None, network=None):
+                 console=None, network=None, rssi=None):
         self.cfg = cfg
         self.make_client = make_client
         self.display = display
@@ -224,6 +244,7 @@ class Device:
         self.cancel_button = cancel_button
         self.console = console
         self.network = network
+        self.rssi = rssi
         self.topics = topics(getattr(cfg, "BASE_TOPIC", "pico"), cfg.DEVICE_ID)
         keepalive = getattr(cfg, "KEEPALIVE_S", 60)
         # umqtt never sends PINGREQ by itself; the broker drops a client silent for 1.5 x keepalive.
@@ -301,6 +322,10 @@ class Device:
         self.show("connected as %s" % self.cfg.DEVICE_ID)
         # The bridge's frame ids start over when its data is lost; a stale id must not block new frames.
         self.decoder.reset()
+        # The panel first, retained: the bridge then makes this board's frames (the last one, sent on
+        # subscribe, included) for its size and format, whatever the bridge's defaults are.
+        if getattr(self.cfg, "PUBLISH_INFO", True):
+            c.publish(self.topics["info"], info_payload(self.cfg, self.rssi).encode(), True)
         c.subscribe(self.topics["frame"], 1)
         c.subscribe(self.topics["status"], 1)
         # The embedded broker sends the last frame on subscribe; `get` asks again, which also works with an
@@ -478,7 +503,7 @@ def run():
     poller.register(sys.stdin, select.POLLIN)
     device = Device(cfg, make_client, display, time, print, button=button("BUTTON_PIN"),
                     cancel_button=button("CANCEL_PIN"), console=ConsoleReader(sys.stdin, poller, sys.stdout.write),
-                    network=wifi)
+                    network=wifi, rssi=lambda: wlan.status("rssi"))
     gc.collect()
     print("type a prompt and press Enter; /get shows the last picture again, /cancel stops the job")
     while True:

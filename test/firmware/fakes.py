@@ -235,6 +235,7 @@ class Cfg:
     RETRY_FIRST_MS = 1000
     RETRY_MAX_MS = 8000
     BAND_ROWS = 20
+    PUBLISH_INFO = False  # on in its own test, so the others see only what they are about
     PROMPTS = ["first prompt", "second prompt", "third prompt"]
 
 

@@ -87,6 +87,23 @@ describe('main.py: connecting', () => {
     ])
   })
 
+  it('publishes its panel and telemetry as retained info before subscribing (docs/protocol.md, "Display info")', () => {
+    board.run('cfgi = Cfg()\ncfgi.PUBLISH_INFO = True\ncfgi.WIDTH = 320\ncfgi.HEIGHT = 240')
+    board.run('dev = main.Device(cfgi, lambda: Client(net), disp, clock, logs.append, rssi=lambda: -61)\nat(0)')
+    const [connect, info, sub] = calls()
+    expect(connect).toEqual(['connect', true, 15])
+    expect(info!.slice(0, 2)).toEqual(['publish', 'pico/kitchen/info'])
+    expect(info!.slice(3)).toEqual([true, 0])
+    const body = JSON.parse(info![2] as string)
+    expect(body).toMatchObject({
+      panel: { width: 320, height: 240, format: 'rgb565-be', band_rows: 20 },
+      fw: expect.any(String),
+      rssi: -61,
+      heap_free: expect.any(Number),
+    })
+    expect(sub).toEqual(['subscribe', 'pico/kitchen/frame', 1])
+  })
+
   it('retries with backoff while the bridge is down, then resets the backoff', () => {
     expect(
       board.values(

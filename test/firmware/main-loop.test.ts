@@ -89,7 +89,9 @@ describe('main.py: connecting', () => {
 
   it('publishes its panel and telemetry as retained info before subscribing (docs/protocol.md, "Display info")', () => {
     board.run('cfgi = Cfg()\ncfgi.PUBLISH_INFO = True\ncfgi.WIDTH = 320\ncfgi.HEIGHT = 240')
-    board.run('dev = main.Device(cfgi, lambda: Client(net), disp, clock, logs.append, rssi=lambda: -61)\nat(0)')
+    board.run(
+      'dev = main.Device(cfgi, lambda: Client(net), disp, clock, logs.append, rssi=lambda: -61)\nat(0)',
+    )
     const [connect, info, sub] = calls()
     expect(connect).toEqual(['connect', true, 15])
     expect(info!.slice(0, 2)).toEqual(['publish', 'pico/kitchen/info'])

@@ -146,9 +146,6 @@ describe('defects of the old house', () => {
       early.on('message', check)
       check()
     })
-    const staleEnd = statuses.find(
-      (s) => s.job === 'a1b2c3d4e5f6' && s.state !== 'queued' && s.state !== 'generating',
-    )
     // The stale job ran first (it was in line before the listener opened) and the fresh one superseded it.
     const prompts = fake.requests
       .filter((r) => r.path === '/sdapi/v1/txt2img')

@@ -12,7 +12,7 @@ import { httpCall } from '../support/http.ts'
  */
 
 describe('a DATA_DIR that cannot be written', () => {
-  const cleanup: (() => Promise<unknown> | void)[] = []
+  const cleanup: (() => Promise<unknown> | undefined)[] = []
   afterEach(async () => {
     for (const fn of cleanup.splice(0).reverse()) await fn()
   })

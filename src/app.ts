@@ -242,6 +242,7 @@ function mqttListeners(config: Config) {
     host: config.MQTT_HOST,
     port: config.MQTT_PORT,
     maxPacketBytes: config.MQTT_MAX_PACKET,
+    maxConnections: config.MQTT_MAX_CONNECTIONS,
     // The schema wants the three together; this only tells the compiler.
     tls: tlsPort !== undefined && certFile && keyFile ? { port: tlsPort, certFile, keyFile } : undefined,
     wsPort: config.MQTT_WS_PORT,

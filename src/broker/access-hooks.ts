@@ -151,7 +151,7 @@ export function remoteOf(client: Client): string | undefined {
  * A warn line per refusal, at most WARN_LINES_PER_WINDOW a minute: a client that retries a wrong password in
  * a loop must not fill the journal. The first line after a quiet spell says how many were not logged.
  */
-function limitedWarn(log: Logger, monotonic: () => number) {
+export function limitedWarn(log: Logger, monotonic: () => number) {
   let windowStart = Number.NEGATIVE_INFINITY
   let logged = 0
   let suppressed = 0

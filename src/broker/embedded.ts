@@ -6,10 +6,11 @@ import type { Logger } from 'pino'
 import type { Topics } from '../protocol/topics.ts'
 import { topicMatches } from '../protocol/topics.ts'
 import type { BrokerAccess } from './access.ts'
-import { createAccessHooks } from './access-hooks.ts'
+import { createAccessHooks, remoteOf } from './access-hooks.ts'
+import { createClientLimits } from './client-limits.ts'
 import { createFrameDelivery } from './delivery.ts'
+import { AEDES_LIMITS, createConnectionLimits } from './limits.ts'
 import { createListeners, type ListenerOptions, type Listeners } from './listeners.ts'
-import { guardPacketSize } from './packet-guard.ts'
 import type { BrokerHandlers, BrokerPort } from './port.ts'
 import { deviceOfFilter, subscribedDeviceIds } from './presence.ts'
 
@@ -33,7 +34,10 @@ const RETAINED_SEQUENCE_ID = 'pico-a1111-bridge/retained'
 /** How long clients get to read what is left and close on a stop. */
 const SOCKET_END_GRACE_MS = 1_000
 
-export type EmbeddedBrokerOptions = ListenerOptions
+export type EmbeddedBrokerOptions = ListenerOptions & {
+  /** MQTT_MAX_CONNECTIONS: past it a new connection is refused at once. */
+  maxConnections?: number
+}
 
 export function createEmbeddedBroker(
   options: EmbeddedBrokerOptions,
@@ -49,10 +53,14 @@ export function createEmbeddedBroker(
   const { log, topics } = deps
   const clients = new Map<string, Client>()
   const sockets = new Set<Duplex>()
-  const hooks = createAccessHooks(deps.access, {
-    log,
-    monotonic: deps.monotonic ?? (() => performance.now()),
-  })
+  const monotonic = deps.monotonic ?? (() => performance.now())
+  const hooks = createAccessHooks(deps.access, { log, monotonic })
+  // Limits that hold under abuse (limits.ts, client-limits.ts), for every listener alike.
+  const connections = createConnectionLimits(
+    { maxConnections: options.maxConnections ?? 2000, maxPacketBytes: options.maxPacketBytes },
+    { log, monotonic },
+  )
+  const limits = createClientLimits({ log, topics, monotonic, connected: (id) => clients.get(id) })
   let aedes: Aedes | null = null
   let listeners: Listeners | null = null
   let bound: Awaited<ReturnType<Listeners['listen']>> | null = null
@@ -78,6 +86,7 @@ export function createEmbeddedBroker(
       callback(null)
       return
     }
+    limits.checkRetain(client, packet)
     const inbound = client && handlers ? topics.parseInbound(packet.topic) : null
     if (!client || !inbound || !handlers) {
       callback(null)
@@ -88,7 +97,10 @@ export function createEmbeddedBroker(
     // client's next packets wait meanwhile; other clients are not held up.
     Promise.resolve()
       .then(() =>
-        handlers?.inbound({ kind, deviceId, rawId, payload: toBuffer(packet.payload), clientId: client.id }),
+        handlers?.inbound({
+          ...{ kind, deviceId, rawId, payload: toBuffer(packet.payload), clientId: client.id },
+          remote: remoteOf(client),
+        }),
       )
       .catch((err: unknown) => {
         // A bug in intake must not cost the client its connection; the message is logged and acknowledged.
@@ -156,12 +168,15 @@ export function createEmbeddedBroker(
       handlers = h
       const { authenticate, authorizeSubscribe, authorizeForward } = hooks
       const broker = new Aedes({
-        ...{ authenticate, authorizePublish, authorizeSubscribe, authorizeForward },
+        ...{ authenticate, authorizePublish, preConnect: limits.preConnect, ...AEDES_LIMITS },
+        authorizeSubscribe: limits.authorizeSubscribe(authorizeSubscribe),
+        authorizeForward: limits.authorizeForward(authorizeForward),
         drainTimeout: DRAIN_TIMEOUT_MS,
         concurrency: 1000,
       })
       await broker.listen()
       trackClients(broker)
+      limits.attach(broker)
       aedes = broker
       // A user removed from the password file, or given a new password, is not left connected.
       deps.access.onUsersChanged((admitted) => {
@@ -178,13 +193,10 @@ export function createEmbeddedBroker(
       const broker = aedes
       if (!broker) throw new Error('the broker is not open')
       listeners = createListeners(options, (stream, req) => {
+        const remote = (stream as Partial<Socket>).remoteAddress ?? req?.socket.remoteAddress
+        if (!connections.admit(stream, remote)) return
         sockets.add(stream)
         stream.once('close', () => sockets.delete(stream))
-        const remote = (stream as Partial<Socket>).remoteAddress ?? req?.socket.remoteAddress
-        // The guard only reads 'data' and calls destroy(), which every stream has.
-        guardPacketSize(stream as Socket, options.maxPacketBytes, (size) => {
-          log.warn({ remote, size, limit: options.maxPacketBytes }, 'MQTT packet too large')
-        })
         broker.handle(stream, req)
       })
       bound = await listeners.listen()

@@ -16,6 +16,8 @@ export interface InboundMessage {
   payload: Buffer
   /** The MQTT client that sent it, for logs and for sending a frame to the one who asked. */
   clientId: string
+  /** The sender's address, when the broker knows it: the prompt rate limit counts per address too. */
+  remote?: string | undefined
   /** The broker sent it before (MQTT DUP flag): a prompt taken already is not taken again. */
   redelivered?: boolean
 }

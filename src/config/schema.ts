@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { addressList } from './address-list.ts'
 import { devicesSetting, pixelFormat } from './devices.ts'
 
 /*
@@ -192,6 +193,8 @@ export const configSchema = z
     /** Port of an MQTT-over-WebSocket listener, path /mqtt; off unless set. */
     MQTT_WS_PORT: optionalPort,
     HTTP_HOST: host.default('0.0.0.0'),
+    /** The reverse proxies whose X-Forwarded-For is believed; unset, the client's own address counts. */
+    TRUST_PROXY: addressList.default([]),
     HTTP_PORT: z
       .preprocess(
         (v) => (typeof v === 'string' && v.trim().toLowerCase() === 'off' ? 'off' : v),
@@ -231,6 +234,8 @@ export const configSchema = z
     PREVIEW_DEFAULT: bool.default(false),
     /** Largest MQTT packet a client may send; larger ones close its connection (Aedes 1.x has no limit). */
     MQTT_MAX_PACKET: int(1024, 268_435_455).default(262_144),
+    /** MQTT connections the embedded broker holds at once; past it new ones are refused at once. */
+    MQTT_MAX_CONNECTIONS: int(1, 1_000_000).default(2000),
     /** An external broker (mqtt:// or mqtts://, user:pass allowed) to use instead of the embedded one. */
     MQTT_URL: mqttUrl.optional(),
     /** The login at MQTT_URL's broker, when the URL does not carry it. */

@@ -10,7 +10,7 @@ import { createDeviceJob, type DeviceJobDeps } from './device-job.ts'
 import type { Job, JobQueue } from './job.ts'
 import type { LastFrame } from './last-frame.ts'
 import type { DeviceOutput } from './output.ts'
-import type { RateLimit } from './rate-limit.ts'
+import { createRateLimit, createTokenBuckets, type RateLimit } from './rate-limit.ts'
 
 /*
  * What devices send to the bridge: `prompt`, `get` and `cancel`. Runs before the broker acknowledges the
@@ -27,10 +27,25 @@ export interface Intake {
    * disk and in line, and only then may the caller acknowledge it. Rejects with an AppError when it is
    * refused (rate limit, queue full, stopping) or cannot be recorded (E_STORAGE).
    */
-  submitPrompt(deviceId: string, prompt: PromptRequest): Promise<Job>
+  submitPrompt(deviceId: string, prompt: PromptRequest, from?: PromptSender): Promise<Job>
   /** Queues again the jobs the journal had open at start (same ids, no limits), in their order. */
   replay(jobs: readonly JournalJob[]): number
 }
+
+/** Where a prompt came from: its MQTT connection and address (or the HTTP client's address). */
+export interface PromptSender {
+  clientId?: string | undefined
+  remote?: string | undefined
+}
+
+/**
+ * A connection or an address may prompt this many times RATE_LIMIT over all the ids it uses: room for an
+ * automation acting for a few displays, none for a client that rotates ids to escape the per-device limit.
+ */
+const SENDER_RATE_FACTOR = 4
+/** `get` per display: a burst of 3, then one every 5 s; a flood made 2.3 GB of frames from 1.3 MB (issue 10). */
+const GET_BURST = 3
+const GET_INTERVAL_MS = 5_000
 
 export function newJobId(): string {
   return randomBytes(6).toString('hex')
@@ -53,6 +68,9 @@ export function createIntake(deps: {
 }): Intake {
   const { log, clock } = deps
   const taken = createTakenPrompts()
+  const monotonic = () => clock.monotonic()
+  const senderLimit = createRateLimit(deps.rateLimitPerMinute * SENDER_RATE_FACTOR, monotonic)
+  const getLimit = createTokenBuckets(GET_BURST, GET_INTERVAL_MS, monotonic)
 
   function reject(deviceId: string, err: AppError, requestId?: string | number): void {
     deps.output.status(deviceId, { id: newJobId(), requestId }, { state: 'error', error: err.toJSON() })
@@ -67,12 +85,28 @@ export function createIntake(deps: {
     return appErr
   }
 
-  async function submitPrompt(deviceId: string, prompt: PromptRequest): Promise<Job> {
+  async function submitPrompt(
+    deviceId: string,
+    prompt: PromptRequest,
+    from: PromptSender = {},
+  ): Promise<Job> {
     deps.seen(deviceId)
     if (!deps.rateLimit.take(deviceId)) {
       throw new AppError(
         'E_RATE_LIMITED',
         `more than ${deps.rateLimitPerMinute} prompts from ${deviceId} in the last minute (RATE_LIMIT); wait a little`,
+      )
+    }
+    const sender =
+      from.clientId !== undefined && !senderLimit.take(`client\0${from.clientId}`)
+        ? 'this connection'
+        : from.remote !== undefined && !senderLimit.take(`remote\0${from.remote}`)
+          ? 'this address'
+          : undefined
+    if (sender) {
+      throw new AppError(
+        'E_RATE_LIMITED',
+        `more than ${deps.rateLimitPerMinute * SENDER_RATE_FACTOR} prompts from ${sender} in the last minute (${SENDER_RATE_FACTOR} x RATE_LIMIT, over all its devices); wait a little`,
       )
     }
     deps.queue.admit(deviceId)
@@ -100,6 +134,7 @@ export function createIntake(deps: {
     payload: Buffer,
     clientId: string,
     redelivered: boolean,
+    remote?: string,
   ): Promise<void> {
     let prompt: PromptRequest
     try {
@@ -116,7 +151,7 @@ export function createIntake(deps: {
       return
     }
     try {
-      await submitPrompt(deviceId, prompt)
+      await submitPrompt(deviceId, prompt, { clientId, remote })
     } catch (err) {
       reject(deviceId, logRefusal(err, deviceId, clientId), prompt.requestId)
     }
@@ -148,7 +183,7 @@ export function createIntake(deps: {
       deps.seen(deviceId)
       switch (kind) {
         case 'prompt':
-          return handlePrompt(deviceId, msg.payload, clientId, msg.redelivered === true)
+          return handlePrompt(deviceId, msg.payload, clientId, msg.redelivered === true, msg.remote)
         case 'cancel': {
           const n = deps.queue.cancelDevice(deviceId, 'requested')
           log.info({ deviceId, clientId, cancelled: n }, 'cancel requested')
@@ -159,6 +194,10 @@ export function createIntake(deps: {
           deps.onInfo?.(deviceId, msg.payload)
           return
         case 'get':
+          if (!getLimit.take(deviceId)) {
+            log.debug({ deviceId, clientId }, 'get ignored: asked too often')
+            return
+          }
           deps.lastFrame.resend(deviceId, clientId).then(
             (clients) => log.debug({ deviceId, clientId, clients }, 'last frame requested'),
             (err: unknown) => log.error({ err, deviceId }, 'resending the last frame failed'),

@@ -31,3 +31,27 @@ export function createRateLimit(perMinute: number, now: () => number): RateLimit
     },
   }
 }
+
+/**
+ * A token bucket per key: `burst` at once, then one every `intervalMs`. For `get`, where a display asking
+ * again after a reconnect is normal and a loop asking thousands of times a second is not (issue 10).
+ */
+export function createTokenBuckets(burst: number, intervalMs: number, now: () => number): RateLimit {
+  const buckets = new Map<string, { tokens: number; at: number }>()
+  return {
+    take(key) {
+      const t = now()
+      const old = buckets.get(key)
+      const tokens = old ? Math.min(burst, old.tokens + (t - old.at) / intervalMs) : burst
+      buckets.delete(key)
+      if (tokens < 1) {
+        buckets.set(key, { tokens, at: t })
+        return false
+      }
+      buckets.set(key, { tokens: tokens - 1, at: t })
+      // Least recently used first: a full bucket forgotten is the same as a new one.
+      if (buckets.size > 10_000) buckets.delete(buckets.keys().next().value!)
+      return true
+    },
+  }
+}

@@ -28,22 +28,38 @@ export interface DevicesDeps {
   forgetDevice?(deviceId: string): Promise<boolean>
 }
 
+/** Route schemas (Fastify validates them; a failure is E_BAD_REQUEST). The id's own rule is device-id.ts. */
+const DEVICE_PARAMS = {
+  type: 'object',
+  required: ['id'],
+  properties: { id: { type: 'string', minLength: 1, maxLength: 64 } },
+} as const
+const JOB_PARAMS = {
+  type: 'object',
+  required: ['job'],
+  properties: { job: { type: 'string', minLength: 1, maxLength: 64 } },
+} as const
+/** The prompt's fields are checked by parsePromptJson, whose messages name each one (E_BAD_PROMPT). */
+const PROMPT_ROUTE = { schema: { params: DEVICE_PARAMS, body: { type: 'object' } } } as const
+const DEVICE_ROUTE = { schema: { params: DEVICE_PARAMS } } as const
+const JOB_ROUTE = { schema: { params: JOB_PARAMS } } as const
+
 export function registerDeviceRoutes(app: FastifyInstance, deps: DevicesDeps): void {
-  app.post('/api/v1/devices/:id/prompt', async (request, reply) => {
+  app.post('/api/v1/devices/:id/prompt', PROMPT_ROUTE, async (request, reply) => {
     const id = deviceId(request.params)
     const prompt = parsePromptJson(request.body)
     // 202 promises the job will run, after a crash too: submitPrompt resolves once it is on disk.
-    const job = await deps.intake.submitPrompt(id, prompt)
+    const job = await deps.intake.submitPrompt(id, prompt, { remote: request.ip })
     return reply.code(202).send({ job: job.id, device: id, status_url: `/api/v1/jobs/${job.id}` })
   })
 
-  app.get('/api/v1/jobs/:job', async (request, reply) => {
+  app.get('/api/v1/jobs/:job', JOB_ROUTE, async (request, reply) => {
     const view = deps.queue.view((request.params as { job: string }).job)
     if (!view) return sendError(reply, notFound('job'))
     return reply.send(describeJob(view))
   })
 
-  app.delete('/api/v1/jobs/:job', async (request, reply) => {
+  app.delete('/api/v1/jobs/:job', JOB_ROUTE, async (request, reply) => {
     const jobId = (request.params as { job: string }).job
     const view = deps.queue.view(jobId)
     if (!view) return sendError(reply, notFound('job'))
@@ -58,14 +74,14 @@ export function registerDeviceRoutes(app: FastifyInstance, deps: DevicesDeps): v
 
   app.get('/api/v1/devices', async (_request, reply) => reply.send({ devices: deps.devices() }))
 
-  app.delete('/api/v1/devices/:id', async (request, reply) => {
+  app.delete('/api/v1/devices/:id', DEVICE_ROUTE, async (request, reply) => {
     const id = deviceId(request.params)
     if (!(await deps.forgetDevice?.(id))) return sendError(reply, notFound('device'))
     // A display that is still connected comes back the next time it sends something.
     return reply.send({ device: id, forgotten: true })
   })
 
-  app.get('/api/v1/devices/:id/frame.png', async (request, reply) => {
+  app.get('/api/v1/devices/:id/frame.png', DEVICE_ROUTE, async (request, reply) => {
     const id = deviceId(request.params)
     const frame = await deps.store.read(id)
     if (!frame) return sendError(reply, new AppError('E_NOT_FOUND', `device ${id} has no picture yet`))

@@ -7,7 +7,10 @@ import { asPng } from '../image/convert.ts'
 import { type PanelProfile, renderPixels } from '../image/panel.ts'
 import { createAwaitedJob } from '../jobs/awaited-job.ts'
 import type { JobQueue } from '../jobs/job.ts'
+import type { RateLimit } from '../jobs/rate-limit.ts'
+import { MAX_PROMPT_CHARS } from '../protocol/prompt.ts'
 import { badRequest, sendError } from './errors.ts'
+import { FRAME_SIZE_QUERY_SCHEMA, TXT2IMG_BODY_SCHEMA } from './txt2img-schema.ts'
 
 /*
  * The drop-in for the older Python proxy: Picos in the field POST an A1111 txt2img body and read the frame as
@@ -22,6 +25,8 @@ export interface PassthroughDeps {
   clock: Clock
   queue: JobQueue
   newJobId(): string
+  /** Requests per client address (RATE_LIMIT a minute): the passthrough is a door straight to A1111. */
+  passthroughLimit?: RateLimit | undefined
 }
 
 interface Converted {
@@ -31,16 +36,31 @@ interface Converted {
   generated: GenerateResult
 }
 
-const SIZE_LIMIT = 2048
+const TEXT_QUERY_SCHEMA = {
+  type: 'object',
+  properties: { input: { type: 'string', maxLength: MAX_PROMPT_CHARS + 2 } },
+} as const
 
 export function registerPassthrough(app: FastifyInstance, deps: PassthroughDeps): void {
   const { panel } = deps
 
-  app.post('/sdapi/v1/txt2img', async (request, reply) => {
+  function limited(request: FastifyRequest): AppError | undefined {
+    if (deps.passthroughLimit?.take(request.ip) !== false) return undefined
+    request.log.warn({ ip: request.ip, code: 'E_RATE_LIMITED' }, 'passthrough request refused')
+    return new AppError(
+      'E_RATE_LIMITED',
+      'too many pictures asked from this address in the last minute (RATE_LIMIT)',
+    )
+  }
+
+  const txt2img = { schema: { body: TXT2IMG_BODY_SCHEMA, querystring: FRAME_SIZE_QUERY_SCHEMA } }
+  app.post('/sdapi/v1/txt2img', txt2img, async (request, reply) => {
     const body = request.body
     if (typeof body !== 'object' || body === null || Array.isArray(body)) {
       return sendError(reply, badRequest('the body must be a JSON object: an A1111 txt2img request'))
     }
+    const refused = limited(request)
+    if (refused) return sendError(reply, refused)
     const { return_base64: returnBase64, ...payload } = body as Txt2ImgPayload & { return_base64?: unknown }
     const size = frameSize(request, panel)
     const wantsJson = returnBase64 === true || prefersJson(request.headers.accept)
@@ -79,8 +99,8 @@ export function registerPassthrough(app: FastifyInstance, deps: PassthroughDeps)
 
   // The query API of the older "sd-b64-api" clients: GET /text?input="a monkey with a hat" answers with the
   // generated PNG in base64 under the key "image-base64".
-  app.get('/text', async (request, reply) => {
-    const input = (request.query as Record<string, unknown>).input
+  app.get('/text', { schema: { querystring: TEXT_QUERY_SCHEMA } }, async (request, reply) => {
+    const input = (request.query as { input?: string }).input
     // The older clients wrap the prompt in quotes, so `?input=""` is as empty as `?input=`.
     const prompt =
       typeof input === 'string'
@@ -92,6 +112,8 @@ export function registerPassthrough(app: FastifyInstance, deps: PassthroughDeps)
     if (prompt === '') {
       return sendError(reply, badRequest('give the prompt as ?input=..., e.g. /text?input=a%20red%20fox'))
     }
+    const refused = limited(request)
+    if (refused) return sendError(reply, refused)
     const payload: Txt2ImgPayload = { prompt, steps: 20, width: 512, height: 512, cfg_scale: 7, seed: -1 }
     const { job, result } = createAwaitedJob(deps.newJobId(), `http:${request.ip}`, payload, (generated) =>
       asPng(generated.image),
@@ -138,20 +160,8 @@ function prefersJson(accept: string | undefined): boolean {
   return accept.includes('application/json') && !accept.includes('application/octet-stream')
 }
 
-/** The frame size: the settings, or `?width=&height=` for one request. */
+/** The frame size: the settings, or `?width=&height=` for one request (FRAME_SIZE_QUERY_SCHEMA checked them). */
 function frameSize(request: FastifyRequest, panel: PanelProfile): { width: number; height: number } {
-  const query = request.query as Record<string, unknown>
-  return {
-    width: sizeParam(query.width, 'width') ?? panel.width,
-    height: sizeParam(query.height, 'height') ?? panel.height,
-  }
-}
-
-function sizeParam(value: unknown, name: string): number | undefined {
-  if (value === undefined) return undefined
-  const n = Number(value)
-  if (!Number.isInteger(n) || n < 1 || n > SIZE_LIMIT) {
-    throw new AppError('E_BAD_REQUEST', `${name} must be a whole number from 1 to ${SIZE_LIMIT}`)
-  }
-  return n
+  const query = request.query as { width?: number; height?: number }
+  return { width: query.width ?? panel.width, height: query.height ?? panel.height }
 }

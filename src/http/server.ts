@@ -8,6 +8,7 @@ import type { Logger } from 'pino'
 import type { Config } from '../config/schema.ts'
 import { AppError } from '../errors.ts'
 import type { GeneratorStatus } from '../generator/health.ts'
+import { createRateLimit } from '../jobs/rate-limit.ts'
 import { createKeyCheck } from './auth.ts'
 import { registerDashboard } from './dashboard.ts'
 import { type DevicesDeps, registerDeviceRoutes } from './devices.ts'
@@ -39,8 +40,9 @@ export function buildHttpApp(deps: HttpDeps): FastifyInstance {
     // One line per request comes from the onResponse hook below, not Fastify's two.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: BODY_LIMIT_BYTES,
-    // A reverse proxy in front sets X-Forwarded-For; the log then shows the Pico, not the proxy.
-    trustProxy: true,
+    // X-Forwarded-For is believed only from the proxies TRUST_PROXY names: anyone could set it otherwise,
+    // and the address is what logs and the passthrough's rate limit go by.
+    trustProxy: deps.config.TRUST_PROXY.length > 0 ? [...deps.config.TRUST_PROXY] : false,
   })
 
   // Older clients (MicroPython urequests, curl -d) do not always send Content-Type: application/json. The
@@ -57,18 +59,6 @@ export function buildHttpApp(deps: HttpDeps): FastifyInstance {
   })
 
   const key = deps.config.SERVICE_API_KEY
-  if (key !== undefined) {
-    const matches = createKeyCheck(key)
-    app.addHook('onRequest', async (request, reply) => {
-      if (request.url === '/health' || request.url.startsWith('/health?')) return
-      // The dashboard's page and event stream (dashboard.ts): a browser cannot send the header there.
-      if ((request.routeOptions.config as { public?: boolean }).public === true) return
-      if (!matches(request.headers['x-api-key'])) {
-        request.log.warn({ url: request.url.split('?')[0], ip: request.ip }, 'missing or wrong X-API-Key')
-        return sendError(reply, new AppError('E_UNAUTHORIZED', 'missing or wrong X-API-Key header'))
-      }
-    })
-  }
 
   app.addHook('onResponse', async (request, reply) => {
     request.log.info(
@@ -98,10 +88,26 @@ export function buildHttpApp(deps: HttpDeps): FastifyInstance {
     const { ok, body } = deps.health()
     return reply.code(ok ? 200 : 503).send(body)
   })
-  registerPassthrough(app, deps)
-  registerDeviceRoutes(app, deps)
-  registerDashboard(app, { ...deps, generators: deps.generatorStatuses, apiKey: key })
-  for (const add of deps.extraRoutes ?? []) add(app)
+  // Every route but /health is registered in this scope, and the key is checked by the scope's hook: one
+  // place, whatever the URL (Fastify's encapsulation; a route is outside it only by being registered above).
+  void app.register(async (scope) => {
+    if (key !== undefined) {
+      const matches = createKeyCheck(key)
+      scope.addHook('onRequest', async (request, reply) => {
+        // The dashboard's page and event stream (dashboard.ts): a browser cannot send the header there.
+        if ((request.routeOptions.config as { public?: boolean }).public === true) return
+        if (!matches(request.headers['x-api-key'])) {
+          request.log.warn({ url: request.url.split('?')[0], ip: request.ip }, 'missing or wrong X-API-Key')
+          return sendError(reply, new AppError('E_UNAUTHORIZED', 'missing or wrong X-API-Key header'))
+        }
+      })
+    }
+    const passthroughLimit = createRateLimit(deps.config.RATE_LIMIT, () => deps.clock.monotonic())
+    registerPassthrough(scope, { ...deps, passthroughLimit })
+    registerDeviceRoutes(scope, deps)
+    registerDashboard(scope, { ...deps, generators: deps.generatorStatuses, apiKey: key })
+    for (const add of deps.extraRoutes ?? []) add(scope)
+  })
   return app
 }
 

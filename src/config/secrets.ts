@@ -19,8 +19,12 @@ export function isSecretName(name: string): boolean {
   return SECRET_SETTINGS.has(name) || SECRET_NAME.test(name)
 }
 
-/** `scheme://user:password@` anywhere in a string (a list of URLs too); the password runs to the last `@`. */
-const URL_PASSWORD = /(\b[a-z][a-z0-9+.-]*:\/\/[^\s/?#@:,]*:)[^\s/?#,]*@/gi
+/**
+ * `scheme://user:password@` anywhere in a string (a list of URLs too); the password runs to the last `@`.
+ * The user name and password may hold spaces: a URL malformed that way is one a settings error prints
+ * (test/unit/fuzz-config.test.ts found both). A list of URLs is comma-separated.
+ */
+const URL_PASSWORD = /(\b[a-z][a-z0-9+.-]*:\/\/[^/?#@:,]*:)[^/?#,]*@/gi
 
 /** The string with the password of every URL in it replaced by the mask; the user name stays. */
 export function maskUrlPasswords(text: string): string {

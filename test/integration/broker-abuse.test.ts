@@ -1,6 +1,6 @@
 import { once } from 'node:events'
 import { connect, type Socket } from 'node:net'
-import { connect as mqttConnect } from 'mqtt'
+import { connectAsync, type MqttClient } from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startBridge, type TestBridge } from '../support/bridge.ts'
 import { connectDevice, type TestDevice } from '../support/device.ts'
@@ -62,6 +62,9 @@ async function connected(socket: Socket, clientId: string): Promise<void> {
     socket.on('data', onData)
   })
 }
+
+const nextMessage = (client: MqttClient) =>
+  new Promise<void>((resolve) => client.once('message', () => resolve()))
 
 const held = () => {
   const m = process.memoryUsage()
@@ -141,12 +144,11 @@ describe('the embedded broker under attack', () => {
     }
 
     // A get flood from a client that watches the display's frames: it must not be sent one frame per get.
-    const flooder = mqttConnect(bridge.mqttUrl, {
+    const flooder = await connectAsync(bridge.mqttUrl, {
       protocolVersion: 4,
       reconnectPeriod: 0,
       clientId: 'flooder',
     })
-    await once(flooder, 'connect')
     let floodFrames = 0
     flooder.on('message', () => floodFrames++)
     await flooder.subscribeAsync('pico/healthy/frame', { qos: 0 })
@@ -216,13 +218,12 @@ describe('connection and client limits', () => {
   it("shows nobody Aedes' $SYS client lists and subscriptions", async () => {
     const bridge = await startBridge()
     try {
-      const watcher = mqttConnect(bridge.mqttUrl, { protocolVersion: 4, reconnectPeriod: 0 })
-      await once(watcher, 'connect')
+      const watcher = await connectAsync(bridge.mqttUrl, { protocolVersion: 4, reconnectPeriod: 0 })
       const seen: string[] = []
       watcher.on('message', (topic) => seen.push(topic))
       await watcher.subscribeAsync(['$SYS/#', 'marker'], { qos: 1 })
       const other = await connectDevice(bridge.mqttUrl, 'other')
-      const marked = once(watcher, 'message')
+      const marked = nextMessage(watcher)
       await watcher.publishAsync('marker', 'x', { qos: 1 })
       await marked
       expect(seen).toEqual(['marker'])
@@ -236,15 +237,13 @@ describe('connection and client limits', () => {
   it('drops the retain flag on a topic the bridge reads', async () => {
     const bridge = await startBridge()
     try {
-      const writer = mqttConnect(bridge.mqttUrl, { protocolVersion: 4, reconnectPeriod: 0 })
-      await once(writer, 'connect')
+      const writer = await connectAsync(bridge.mqttUrl, { protocolVersion: 4, reconnectPeriod: 0 })
       await writer.publishAsync('pico/lake/info', '{"panel":"x"}', { qos: 1, retain: true })
       await writer.publishAsync('free/topic', 'kept', { qos: 1, retain: true })
-      const reader = mqttConnect(bridge.mqttUrl, { protocolVersion: 4, reconnectPeriod: 0 })
-      await once(reader, 'connect')
+      const reader = await connectAsync(bridge.mqttUrl, { protocolVersion: 4, reconnectPeriod: 0 })
       const got: string[] = []
       reader.on('message', (topic) => got.push(topic))
-      const kept = once(reader, 'message')
+      const kept = nextMessage(reader)
       await reader.subscribeAsync(['pico/lake/info', 'free/topic'], { qos: 1 })
       await kept
       // The retained `free/topic` came; a retained `pico/lake/info` would have come before its SUBACK too.

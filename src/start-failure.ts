@@ -1,4 +1,5 @@
 import { AuthFileError } from './auth/auth-file-error.ts'
+import { BrokerLoginRefused } from './broker/external-link.ts'
 import { TlsFileError } from './broker/listeners.ts'
 import { type Config, LISTENER_PORTS } from './config/schema.ts'
 import { DataDirInUse } from './store/data-lock.ts'
@@ -14,7 +15,7 @@ function portOwners(port: number | undefined, config: Config): string[] {
 
 /** A failure that settings or the files they name caused: main.ts exits 78 (EX_CONFIG) on it. */
 export function isSettingsFailure(err: unknown): boolean {
-  return err instanceof AuthFileError || err instanceof TlsFileError
+  return err instanceof AuthFileError || err instanceof TlsFileError || err instanceof BrokerLoginRefused
 }
 
 /** Which setting names the file. */
@@ -31,6 +32,7 @@ export function describeStartFailure(err: unknown, config: Config): string {
   if (err instanceof AuthFileError)
     return `cannot start: ${fileSetting(err.file, config)} ${err.message}; fix it (or unset the setting) and start again`
   if (err instanceof TlsFileError) return `cannot start the TLS listener: ${err.message}`
+  if (err instanceof BrokerLoginRefused) return `cannot start: ${err.message}`
   if (e.syscall === 'listen') {
     const owners = portOwners(e.port, config)
     const port = e.port ?? '?'

@@ -2,7 +2,7 @@ import { topicMatches } from '../protocol/topics.ts'
 import { AuthFileError } from './auth-file-error.ts'
 
 /*
- * Mosquitto ACL files (CONTRACT: MQTT_ACL_FILE), with the meaning Mosquitto's built-in check gives them
+ * Mosquitto ACL files (MQTT_ACL_FILE, README "Security"), with the meaning Mosquitto's built-in check gives them
  * (upstream src/security_default.c: aclfile__parse, add__acl, add__acl_pattern, mosquitto_acl_check_default):
  *
  * - `topic [read|write|readwrite|deny] FILTER` (no access word: readwrite) lines before the first `user NAME`

@@ -5,7 +5,7 @@ import { AuthFileError } from './auth-file-error.ts'
 export { AuthFileError } from './auth-file-error.ts'
 
 /*
- * Mosquitto password files (CONTRACT: MQTT_PASSWORD_FILE), read the way Mosquitto reads them so that a file
+ * Mosquitto password files (MQTT_PASSWORD_FILE, README "Security"), read the way Mosquitto reads them so that a file
  * made with `mosquitto_passwd` works here and a line made here works in Mosquitto. The formats, as written by
  * mosquitto_passwd (upstream apps/mosquitto_passwd/mosquitto_passwd.c, output_new_password) and read by the
  * broker (src/security_default.c, unpwd__decode_passwords in 2.0; libcommon/password_common.c in 2.1):

@@ -5,7 +5,7 @@ import * as aclRules from './acl.ts'
 import { type PasswordFile, verify } from './password-file.ts'
 
 /*
- * Who may connect and what they may do on the embedded broker (CONTRACT section 7), as plain functions the
+ * Who may connect and what they may do on the embedded broker (README, "Security"), as plain functions the
  * broker adapter calls from Aedes' authenticate, authorizePublish, authorizeSubscribe and authorizeForward
  * hooks:
  *

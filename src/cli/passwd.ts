@@ -12,7 +12,7 @@ import {
 
 /*
  * `pico-a1111-bridge passwd FILE USER [--stdin]`: adds a user to a Mosquitto password file or replaces its
- * password (CONTRACT section 7), so a display's login can be made without installing mosquitto_passwd. The
+ * password (README, "Security"), so a display's login can be made without installing mosquitto_passwd. The
  * line is one that mosquitto_passwd and Mosquitto accept; the rest of the file is kept as it was.
  */
 

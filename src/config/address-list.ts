@@ -1,15 +1,10 @@
 import { isIP } from 'node:net'
 import { z } from 'zod'
+import { splitCommas } from './fields.ts'
 
 /** Addresses and CIDR ranges (`127.0.0.1`, `10.0.0.0/8`, `::1`), comma-separated, as Fastify's trustProxy takes. */
 export const addressList = z.preprocess(
-  (v) =>
-    typeof v === 'string'
-      ? v
-          .split(',')
-          .map((s) => s.trim())
-          .filter((s) => s !== '')
-      : v,
+  splitCommas,
   z.array(
     z.string().refine(
       (s) => {

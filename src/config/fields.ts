@@ -92,15 +92,19 @@ export const optionalPort = z.preprocess(
   port.optional(),
 )
 
+/** `a, b` from the environment as `['a', 'b']`; anything else (an array from the config file) as it is. */
+export function splitCommas(v: unknown): unknown {
+  return typeof v === 'string'
+    ? v
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '')
+    : v
+}
+
 /** `a,b` in the environment, a string or an array of strings in the config file; always an array once parsed. */
 export const nameList = z.preprocess(
-  (v) =>
-    typeof v === 'string'
-      ? v
-          .split(',')
-          .map((s) => s.trim())
-          .filter((s) => s !== '')
-      : v,
+  splitCommas,
   z.array(
     z
       .string()

@@ -1,8 +1,9 @@
-import { open, readFile, rename } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { z } from 'zod'
 import { isDeviceId } from '../protocol/device-id.ts'
+import { writeFileAtomic } from '../store/atomic-file.ts'
 import { TELEMETRY_KEYS, type TelemetryKey } from './discovery.ts'
 
 /*
@@ -57,15 +58,7 @@ export function createKnownDisplays(dataDir: string, log: Logger): KnownDisplays
     while (dirty) {
       dirty = false
       const body = JSON.stringify({ version: 1, displays: [...displays.values()] })
-      const tmp = `${path}.tmp`
-      const handle = await open(tmp, 'w')
-      try {
-        await handle.writeFile(body)
-        await handle.sync()
-      } finally {
-        await handle.close()
-      }
-      await rename(tmp, path)
+      await writeFileAtomic(path, body)
     }
   }
 

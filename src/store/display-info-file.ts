@@ -1,8 +1,9 @@
-import { mkdir, open, readFile, rename, rm } from 'node:fs/promises'
+import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { isDeviceId } from '../protocol/device-id.ts'
 import { type DisplayInfoMessage, parseInfoJson } from '../protocol/info.ts'
+import { writeFileAtomic } from './atomic-file.ts'
 
 /*
  * The displays' last `info` messages, kept in DATA_DIR/displays.json so that a display's panel survives a
@@ -43,19 +44,10 @@ export function createDisplayInfoFile(
   async function write(): Promise<void> {
     wanted = false
     const body = Buffer.from(JSON.stringify({ version: 1, displays: Object.fromEntries(entries()) }))
-    const tmp = `${path}.tmp`
     try {
       await mkdir(dataDir, { recursive: true })
-      const handle = await open(tmp, 'w')
-      try {
-        await handle.writeFile(body)
-        await handle.sync()
-      } finally {
-        await handle.close()
-      }
-      await rename(tmp, path)
+      await writeFileAtomic(path, body)
     } catch (err) {
-      await rm(tmp, { force: true }).catch(() => undefined)
       log.error({ err, file: path }, 'could not keep the displays’ info in DATA_DIR')
     }
   }

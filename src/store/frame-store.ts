@@ -1,8 +1,9 @@
-import { mkdir, open, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises'
+import { mkdir, open, readdir, readFile, rm, stat, utimes } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { AppError } from '../errors.ts'
 import { isDeviceId } from '../protocol/device-id.ts'
+import { writeFileAtomic } from './atomic-file.ts'
 import {
   encodeFrameFile,
   type FrameMeta,
@@ -92,21 +93,10 @@ export function createFrameStore(
 
   /** Writes to a temporary file, fsyncs and renames it over `path`: a crash leaves the old file or the new. */
   async function writeAtomic(path: string, body: Buffer): Promise<void> {
-    const tmp = `${path}.tmp`
     try {
       await mkdir(dir, { recursive: true })
-      const handle = await open(tmp, 'w')
-      try {
-        await handle.writeFile(body)
-        await handle.sync()
-      } finally {
-        await handle.close()
-      }
-      await rename(tmp, path)
+      await writeFileAtomic(path, body)
     } catch (err) {
-      await rm(tmp, { force: true }).catch((rmErr: unknown) =>
-        deps.log.debug({ err: rmErr, file: tmp }, 'temporary frame file not removed'),
-      )
       const reason = storageReason(err)
       throw new AppError('E_STORAGE', `DATA_DIR cannot be written (${reason}) while keeping ${path}`, {
         cause: err,

@@ -1,8 +1,9 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { type FileHandle, open as openFile, rename } from 'node:fs/promises'
+import { type FileHandle, open as openFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { AppError } from '../errors.ts'
+import { writeFileAtomic } from './atomic-file.ts'
 import { type JournalJob, journalLine, readJournalLine } from './journal-lines.ts'
 
 export type { JournalJob } from './journal-lines.ts'
@@ -122,17 +123,9 @@ export function createJobJournal(dataDir: string, deps: { log: Logger; now?: () 
 
   /** Writes the open jobs to a new file, fsyncs it and swaps it in for the journal. */
   async function rewrite(): Promise<void> {
-    const tmp = `${path}.tmp`
     const body = [...open.values()].map((job) => journalLine({ op: 'add', job })).join('')
     try {
-      const handle = await openFile(tmp, 'w')
-      try {
-        await handle.writeFile(body)
-        await handle.datasync()
-      } finally {
-        await handle.close()
-      }
-      await rename(tmp, path)
+      await writeFileAtomic(path, body)
     } catch (err) {
       throw storageError(err, 'rewriting')
     }

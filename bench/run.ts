@@ -5,14 +5,24 @@ import { idleRss } from './idle-rss.ts'
 import { latency } from './latency.ts'
 import { type Bench, type BenchResult, machineInfo } from './lib.ts'
 import { servers } from './servers.ts'
+import { answer, auth, dither } from './standalone.ts'
 import { throughput } from './throughput.ts'
 
 /*
- * `npm run bench [-- --quick] [-- --only latency,throughput,idle-rss,http,servers]`: runs the benches one after another and
+ * `npm run bench [-- --quick] [-- --only latency,http,...]` (names below): runs the benches one after another and
  * prints a Markdown report, also written to bench/results/latest.md.
  */
 
-const BENCHES: Record<string, Bench> = { latency, throughput, 'idle-rss': idleRss, http, servers }
+const BENCHES: Record<string, Bench> = {
+  latency,
+  throughput,
+  'idle-rss': idleRss,
+  http,
+  servers,
+  answer,
+  dither,
+  auth,
+}
 
 const { values } = parseArgs({
   args: process.argv.slice(2),

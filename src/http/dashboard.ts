@@ -25,6 +25,8 @@ export interface DashboardDeps extends LiveDeps {
   apiKey: string | undefined
   clock: Clock
   log: Logger
+  /** The stream's keep-alive comment interval; HEARTBEAT_MS unless a test wants it sooner. */
+  heartbeatMs?: number
 }
 
 /** The browser waits this long before it opens a stream again (the SSE `retry:` field). */
@@ -46,7 +48,7 @@ const CSP =
 
 export function registerDashboard(app: FastifyInstance, deps: DashboardDeps): void {
   app.register(async (scope) => {
-    await scope.register(fastifySSE, { heartbeatInterval: HEARTBEAT_MS })
+    await scope.register(fastifySSE, { heartbeatInterval: deps.heartbeatMs ?? HEARTBEAT_MS })
     const live = createLiveState(deps)
     const tokens = createEventTokens(() => deps.clock.monotonic())
     const keyMatches = deps.apiKey === undefined ? () => true : createKeyCheck(deps.apiKey)
@@ -105,7 +107,11 @@ export function registerDashboard(app: FastifyInstance, deps: DashboardDeps): vo
       if (!frame || (frame.format !== 'rgb565-be' && frame.format !== 'rgb565-le'))
         return sendError(reply, new AppError('E_NOT_FOUND', `device ${parsed.id} has no preview now`))
       const png = await rgb565ToPng(frame.pixels, frame.width, frame.height, frame.format === 'rgb565-le')
-      return reply.type('image/png').header('cache-control', 'no-store').send(png)
+      return reply
+        .type('image/png')
+        .header('cache-control', 'no-store')
+        .header('x-frame-id', String(frame.frameId))
+        .send(png)
     })
   })
 }

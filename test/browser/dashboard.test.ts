@@ -5,6 +5,7 @@ import { type Browser, chromium, type Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startBridge, type TestBridge } from '../support/bridge.ts'
 import { connectDevice, type TestDevice } from '../support/device.ts'
+import { type FakeA1111, startFakeA1111 } from '../support/fake-a1111.ts'
 
 /*
  * The dashboard (README, "Dashboard") in a real browser: Debian's chromium driven by playwright-core, which
@@ -204,6 +205,61 @@ describe('the dashboard, without a key', () => {
     await page.evaluate(() => window.scrollTo(0, 0))
     await page.screenshot({ path: `${SHOTS}/dashboard-desktop.png` })
     if (process.env.UPDATE_DOCS_SCREENSHOT === '1') await page.screenshot({ path: 'docs/dashboard.png' })
+  })
+})
+
+describe('the dashboard with previews from A1111', () => {
+  let fake: FakeA1111
+  let bridge: TestBridge
+  let porch: TestDevice
+  let page: Page
+
+  beforeAll(async () => {
+    // Slow enough steps that the job is still running when the page has shown a preview: the test then
+    // cancels it instead of waiting for the end.
+    fake = await startFakeA1111({ stepMs: 100 })
+    bridge = await startBridge({ HTTP_PORT: 0, A1111_BASE_URL: fake.url })
+    porch = await connectDevice(bridge.mqttUrl, 'porch')
+    page = await browser.newPage({ viewport: { width: 360, height: 780 } })
+  })
+
+  afterAll(async () => {
+    await page?.close()
+    await porch?.close()
+    await bridge?.stop()
+    await fake?.close()
+  })
+
+  it('shows the preview frames the display gets while A1111 works, when the prompt asks for them', async () => {
+    await page.goto(`http://127.0.0.1:${bridge.httpPort}/`)
+    await page.getByText('live', { exact: true }).waitFor()
+    const card = page.locator('[data-device="porch"]')
+    await card.getByRole('textbox', { name: 'Prompt', exact: true }).fill('a porch light in the fog')
+    await card.getByText('Advanced').click()
+    await card.getByLabel('Steps').fill('150')
+    await card.getByLabel('Show previews while generating').check()
+    await card.getByRole('button', { name: 'Generate', exact: true }).click()
+
+    const shown = await page.waitForFunction(() => {
+      const img = document.querySelector<HTMLImageElement>('[data-device="porch"] img.picture')
+      return img?.dataset.kind === 'preview' && img.complete ? img.dataset.frameId : null
+    })
+    const frameId = Number(await shown.jsonValue())
+    // The same bands went to the display over MQTT; it may still be reading them.
+    const previewOf = () => porch.frames.find((f) => f.preview && f.frameId === frameId)
+    await expect.poll(previewOf).toBeDefined()
+    const preview = previewOf()
+    expect(await card.locator('img.picture').getAttribute('alt')).toBe(
+      'preview of the picture being made for porch',
+    )
+    expectSamePicture(await shownPixels(page, 'porch'), preview!)
+    expect(await card.getAttribute('data-state')).toBe('generating')
+    await page.screenshot({ path: `${SHOTS}/dashboard-preview.png`, fullPage: true })
+
+    await card.getByRole('button', { name: 'Cancel' }).click()
+    await porch.waitForStatus((s) => s.state === 'cancelled')
+    // No final frame was made: the page asks for no picture the display never got.
+    expect(porch.frames.every((f) => f.preview)).toBe(true)
   })
 })
 

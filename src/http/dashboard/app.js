@@ -206,10 +206,19 @@ function aboutPanel(d) {
 async function loadPicture(card, kind, frameId) {
   const id = card.device.id
   const path = `/api/v1/devices/${encodeURIComponent(id)}/${kind}.png`
+  // Only the picture asked for last is shown: a preview still on its way must not cover the final frame.
+  const ticket = ++card.pictureTicket
+  // Asked for once: a frame load that a preview overtook is not asked for again while the job runs.
+  if (kind === 'frame') card.shown = frameId
   try {
     const response = await api(path)
-    if (!response.ok) return
-    const url = URL.createObjectURL(await response.blob())
+    if (!response.ok) {
+      if (kind === 'frame') card.shown = null
+      return
+    }
+    const blob = await response.blob()
+    if (ticket !== card.pictureTicket) return
+    const url = URL.createObjectURL(blob)
     const img = card.picture
     await new Promise((resolve) => {
       img.addEventListener('load', resolve, { once: true })
@@ -221,11 +230,10 @@ async function loadPicture(card, kind, frameId) {
     card.noPicture.hidden = true
     img.alt = kind === 'preview' ? `preview of the picture being made for ${id}` : `last picture on ${id}`
     img.dataset.kind = kind
-    if (kind === 'frame') {
-      card.shown = frameId
-      img.dataset.frameId = String(frameId)
-    }
+    // The frame id the picture is (a preview's is the newest one the bridge holds when asked).
+    img.dataset.frameId = response.headers.get('x-frame-id') ?? String(frameId)
   } catch (err) {
+    if (kind === 'frame') card.shown = null
     if (err instanceof KeyRefused) askForKey('The bridge refused this key.')
   }
 }
@@ -270,6 +278,7 @@ function addCard(id) {
     device: { id },
     lastSent: null,
     shown: null,
+    pictureTicket: 0,
     picture: $('.picture', root),
     noPicture: $('.no-picture', root),
     connection: $('.connection', root),

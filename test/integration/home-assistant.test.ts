@@ -1,8 +1,10 @@
+import { readFile } from 'node:fs/promises'
 import { connect, type MqttClient } from 'mqtt'
 import sharp from 'sharp'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { connectDevice, type TestDevice } from '../support/device.ts'
 import { type StartedBridge, startBridgeFor } from '../support/ha.ts'
+import { discoveryProblems, discoveryTopics } from '../support/ha-discovery-rules.ts'
 import { type RunningMosquitto, startMosquitto } from '../support/mosquitto.ts'
 
 /*
@@ -101,17 +103,20 @@ describe('Home Assistant', () => {
     const display = await ha.json(config, (b) => 'rssi' in (b.cmps as object))
     const bridgeConfig = await ha.json('homeassistant/device/pico_bridge/config')
     const ids = new Set<string>()
+    const pkg = JSON.parse(await readFile('package.json', 'utf8')) as { version: string; homepage?: string }
     for (const body of [display, bridgeConfig]) {
-      const dev = body.dev as Record<string, unknown>
-      expect(Array.isArray(dev.identifiers) && dev.identifiers.length).toBeTruthy()
-      expect(dev.name).toEqual(expect.any(String))
-      expect(body.o).toMatchObject({ name: 'pico-a1111-bridge', sw: expect.any(String) })
-      for (const c of Object.values(body.cmps as Record<string, Component>)) {
+      expect(discoveryProblems(body, ids)).toEqual([])
+      expect((body.dev as Record<string, unknown>).name).toEqual(expect.any(String))
+      // The origin is this software at its released version; a support URL only once package.json has one.
+      expect(body.o).toEqual(
+        pkg.homepage
+          ? { name: 'pico-a1111-bridge', sw: pkg.version, url: pkg.homepage }
+          : { name: 'pico-a1111-bridge', sw: pkg.version },
+      )
+      for (const c of Object.values(body.cmps as Record<string, Component>))
         expect(['text', 'image', 'sensor', 'button']).toContain(c.platform)
-        expect(ids.has(c.unique_id)).toBe(false)
-        ids.add(c.unique_id)
-      }
     }
+    expect(bridgeConfig.dev).toMatchObject({ identifiers: ['pico_bridge'], sw_version: pkg.version })
     expect(display.dev).toMatchObject({
       via_device: 'pico_bridge',
       sw_version: '1.4.0',
@@ -198,6 +203,35 @@ describe('Home Assistant', () => {
     await ha.json(status, (b) => b.state === 'generating', from)
     await ha.publish(c.cancel!.command_topic as string, 'PRESS')
     expect(await ha.json(status, (b) => b.state === 'cancelled', from)).toMatchObject({ reason: 'requested' })
+  })
+
+  it('names only topics that exist: a Home Assistant starting now finds each one retained, and the bridge reads each command topic', async () => {
+    const display = await ha.json(config, (b) => 'rssi' in (b.cmps as object))
+    const bridgeConfig = await ha.json('homeassistant/device/pico_bridge/config')
+    const read = new Set([...discoveryTopics(display).read, ...discoveryTopics(bridgeConfig).read])
+    expect(read.size).toBe(7)
+    const late = connect(mosquitto.url, {
+      protocolVersion: 5,
+      clientId: 'late-home-assistant',
+      reconnectPeriod: 0,
+    })
+    const retained = new Map<string, Buffer>()
+    const all = new Promise<void>((resolve) =>
+      late.on('message', (topic, payload, packet) => {
+        if (packet.retain && payload.length > 0) retained.set(topic, payload)
+        if ([...read].every((t) => retained.has(t))) resolve()
+      }),
+    )
+    await late.subscribeAsync([...read], { qos: 1 })
+    await all
+    await late.endAsync()
+    expect(retained.get('pico/kitchen/ha/availability')!.toString()).toBe('online')
+    expect(retained.get('pico/kitchen/ha/picture')!.subarray(1, 4).toString()).toBe('PNG')
+    // Every command topic discovery names is one the bridge acts on (the tests above and below press them).
+    expect(discoveryTopics(display).command).toEqual(
+      new Set(['prompt', 'again', 'cancel'].map((c) => `pico/kitchen/ha/set/${c}`)),
+    )
+    expect(discoveryTopics(bridgeConfig).command.size).toBe(0)
   })
 
   it('shows a refused prompt as an error on the Status sensor', async () => {

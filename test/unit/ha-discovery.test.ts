@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest'
 import { configSchema } from '../../src/config/schema.ts'
 import { maskSecrets } from '../../src/config/secrets.ts'
-import { createHaTopics, displayDiscovery } from '../../src/ha/discovery.ts'
+import { bridgeDiscovery, createHaTopics, displayDiscovery } from '../../src/ha/discovery.ts'
 import { brokerLabel } from '../../src/ha/link.ts'
 import { haStatus, promptState } from '../../src/ha/states.ts'
+import { discoveryProblems } from '../support/ha-discovery-rules.ts'
 
 describe('Home Assistant discovery (pure parts)', () => {
   const topics = createHaTopics('home/pico', 'homeassistant')
@@ -52,6 +53,50 @@ describe('Home Assistant discovery (pure parts)', () => {
   it('keeps the text entity within Home Assistant’s 255 characters', () => {
     expect(promptState('x'.repeat(300))).toHaveLength(255)
     expect(promptState('short')).toBe('short')
+  })
+})
+
+describe('Home Assistant discovery against its rules (test/support/ha-discovery-rules.ts)', () => {
+  const topics = createHaTopics('pico', 'homeassistant')
+  const origin = { name: 'pico-a1111-bridge', sw: '1.0.0' }
+  const display = () =>
+    displayDiscovery(topics, origin, {
+      ...{ deviceId: 'kitchen', panel: '240x240 rgb565-be', fw: '1.4.0' },
+      telemetry: new Set(['rssi', 'heap_free', 'battery_v', 'fw'] as const),
+    })
+
+  it('finds nothing wrong with the display and bridge messages, unique ids across both', () => {
+    const ids = new Set<string>()
+    expect(discoveryProblems(display(), ids)).toEqual([])
+    expect(discoveryProblems(bridgeDiscovery(topics, origin), ids)).toEqual([])
+    expect(ids.size).toBe(10 + 3)
+  })
+
+  it('catches what Home Assistant would refuse, so a passing check means something', () => {
+    const body = display()
+    const cmps = body.cmps as Record<string, Record<string, unknown>>
+    cmps.prompt!.max = 300
+    cmps.picture!.url_topic = 'pico/kitchen/ha/url'
+    delete cmps.status!.state_topic
+    cmps.again!.platform = 'knob'
+    body.o = { sw: '1.0.0', url: 'not a url' }
+    body.availability_mode = 'some'
+    expect(discoveryProblems(body)).toEqual([
+      'origin has no name',
+      'origin support_url is not a URL',
+      'device: availability_mode some',
+      'cmps.prompt: max 300 is over 255',
+      'cmps.picture: an image needs exactly one of image_topic and url_topic',
+      'cmps.picture: content_type cannot go with url_topic',
+      'cmps.status: a sensor needs a state_topic',
+      'cmps.again: platform knob',
+    ])
+    expect(discoveryProblems({ ...display(), dev: { name: 'x' } })).toEqual([
+      'device has neither identifiers nor connections',
+    ])
+    const twice = new Set<string>()
+    discoveryProblems(display(), twice)
+    expect(discoveryProblems(display(), twice)).toHaveLength(10)
   })
 })
 

@@ -273,4 +273,20 @@ describe('Home Assistant', () => {
     await kitchen.waitForFrames(frames + 1)
     await kitchen.waitForStatus((s) => s.state === 'done')
   })
+
+  it('reconnects by itself when Home Assistant’s broker is back, and tells it everything again', async () => {
+    // The same address, an empty broker: nothing retained survived (the test broker keeps no files).
+    mosquitto = await startMosquitto('allow_anonymous true', { port: mosquitto.port })
+    await ha.client.endAsync(true)
+    ha = await connectHa(mosquitto.url)
+    // Within the link's reconnect period (5 s), then discovery, availability and the last picture.
+    const body = await ha.json(config)
+    expect(discoveryProblems(body)).toEqual([])
+    expect((await ha.next('pico/bridge/ha/availability')).toString()).toBe('online')
+    expect((await ha.next('pico/kitchen/ha/availability')).toString()).toBe('online')
+    expect((await ha.next('pico/kitchen/ha/picture')).subarray(1, 4).toString()).toBe('PNG')
+    const from = ha.messages.length
+    await ha.publish('pico/kitchen/ha/set/prompt', 'back again')
+    await ha.json('pico/kitchen/ha/status', (b) => b.state === 'done', from)
+  })
 })

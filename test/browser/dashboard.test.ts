@@ -208,6 +208,48 @@ describe('the dashboard, without a key', () => {
   })
 })
 
+describe('the dashboard when the bridge restarts', () => {
+  let bridge: TestBridge
+  let page: Page
+
+  afterAll(async () => {
+    await page?.close()
+    await bridge?.stop()
+  })
+
+  it('says it lost the bridge, reconnects by itself with a new ticket, and is live again', async () => {
+    bridge = await startBridge({ HTTP_PORT: 0 })
+    const port = bridge.httpPort!
+    page = await browser.newPage({ viewport: { width: 360, height: 700 } })
+    const streams: string[] = []
+    page.on('request', (r) => {
+      if (new URL(r.url()).pathname === '/api/v1/events') streams.push(r.url())
+    })
+    await page.goto(`http://127.0.0.1:${port}/`)
+    await page.getByText('live', { exact: true }).waitFor()
+    await watchStates(page)
+
+    await bridge.stop()
+    await page.getByText(/^not connected; trying again in \d+ s$/).waitFor()
+    // The same address again, as after a restart of the service (the port the first one was given).
+    bridge = await startBridge({ HTTP_PORT: port })
+    await page.getByText('live', { exact: true }).waitFor()
+    expect(new Set(streams).size).toBeGreaterThanOrEqual(2)
+
+    // Live again: a display that connects now and makes a picture shows up without a reload.
+    const porch = await connectDevice(bridge.mqttUrl, 'porch')
+    await porch.prompt('after the restart')
+    const done = await porch.waitForStatus((s) => s.state === 'done')
+    await page.waitForFunction(
+      (id) =>
+        document.querySelector<HTMLImageElement>('[data-device="porch"] img.picture')?.dataset.frameId === id,
+      String(done.frame_id),
+    )
+    expect(await seenStates(page, 'porch')).toContain('done')
+    await porch.close()
+  })
+})
+
 describe('the dashboard with previews from A1111', () => {
   let fake: FakeA1111
   let bridge: TestBridge

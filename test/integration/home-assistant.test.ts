@@ -250,6 +250,11 @@ describe('Home Assistant', () => {
 
   it('remembers displays across a restart and empties the discovery of a forgotten one', async () => {
     const hall = await connectDevice(bridge.mqttUrl, 'hall')
+    // The firmware's first message after it subscribes (docs/protocol.md, "Display info").
+    await hall.client.publishAsync('pico/hall/info', JSON.stringify({ fw: '1.4.0' }), {
+      qos: 1,
+      retain: true,
+    })
     await ha.next('homeassistant/device/pico_hall/config', (p) => p.length > 0)
     await hall.close()
     await bridge.restart()

@@ -52,7 +52,7 @@ export interface HomeAssistantDeps {
 }
 
 export function createHomeAssistant(
-  options: { baseTopic: string; prefix: string },
+  options: { baseTopic: string; prefix: string; shareGroup?: string | undefined },
   deps: HomeAssistantDeps,
 ): HomeAssistant {
   const { link, known, log } = deps
@@ -260,7 +260,10 @@ export function createHomeAssistant(
       )
       link.start({
         connected() {
-          link.subscribe([topics.haStatus, topics.commandFilter])
+          const commands = options.shareGroup
+            ? `$share/${options.shareGroup}/${topics.commandFilter}`
+            : topics.commandFilter
+          link.subscribe([topics.haStatus, commands])
           publishAll(true)
         },
         message,

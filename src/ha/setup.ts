@@ -25,13 +25,22 @@ export function homeAssistantFromConfig(
     url,
     username: own ? undefined : config.MQTT_USERNAME,
     password: own ? undefined : config.MQTT_PASSWORD,
-    // One per bridge and base topic: a second bridge with the same settings takes the link over.
-    clientId: `pico-a1111-bridge-ha-${hostname()}-${topics.bridgeNodeId}`.slice(0, 128),
+    // One per bridge and base topic: bridges that share a broker (MQTT_URL, "Scaling out") are told apart by
+    // MQTT_CLIENT_ID, else one with the same settings on the same host takes the link over.
+    clientId: `${config.MQTT_CLIENT_ID ?? `pico-a1111-bridge-${hostname()}`}-ha-${topics.bridgeNodeId}`.slice(
+      0,
+      128,
+    ),
     availabilityTopic: topics.bridgeAvailability,
     log: deps.log,
   })
   return createHomeAssistant(
-    { baseTopic: config.BASE_TOPIC, prefix: config.HA_DISCOVERY_PREFIX },
+    {
+      baseTopic: config.BASE_TOPIC,
+      prefix: config.HA_DISCOVERY_PREFIX,
+      // Several bridges may serve one external broker: each command from Home Assistant goes to one of them.
+      shareGroup: config.MQTT_URL === undefined ? undefined : config.MQTT_SHARE_GROUP,
+    },
     { ...deps, link, known: createKnownDisplays(config.DATA_DIR, deps.log) },
   )
 }

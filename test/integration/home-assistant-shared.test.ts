@@ -1,0 +1,80 @@
+import { connect, type MqttClient } from 'mqtt'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startBridge, type TestBridge } from '../support/bridge.ts'
+import { connectDevice, type TestDevice } from '../support/device.ts'
+import { type RunningMosquitto, startMosquitto } from '../support/mosquitto.ts'
+
+/*
+ * Home Assistant with two bridges on one Mosquitto (MQTT_URL; README "Scaling out" and "Home Assistant"):
+ * a prompt typed in Home Assistant is one job, not one per bridge, and each bridge keeps a link of its own.
+ */
+
+describe('Home Assistant with two bridges on one broker', () => {
+  let mosquitto: RunningMosquitto
+  let ha: MqttClient
+  const seen: { topic: string; body: Record<string, unknown> }[] = []
+  const waiters = new Set<() => void>()
+  const bridges: TestBridge[] = []
+  let kitchen: TestDevice
+
+  const status = (match: (b: Record<string, unknown>) => boolean, from: number) =>
+    new Promise<Record<string, unknown>>((resolve) => {
+      const look = () => {
+        const hit = seen.slice(from).find((m) => m.topic === 'pico/kitchen/status' && match(m.body))
+        if (!hit) return
+        waiters.delete(look)
+        resolve(hit.body)
+      }
+      waiters.add(look)
+      look()
+    })
+
+  beforeAll(async () => {
+    mosquitto = await startMosquitto('allow_anonymous true')
+    ha = connect(mosquitto.url, { protocolVersion: 5, clientId: 'fake-home-assistant', reconnectPeriod: 0 })
+    ha.on('message', (topic, payload) => {
+      if (payload.length === 0 || payload[0] !== 0x7b) return
+      seen.push({ topic, body: JSON.parse(payload.toString()) as Record<string, unknown> })
+      for (const w of [...waiters]) w()
+    })
+    await ha.subscribeAsync(['homeassistant/device/+/config', 'pico/kitchen/status'], { qos: 1 })
+    for (const id of ['bridge-a', 'bridge-b'])
+      bridges.push(await startBridge({ MQTT_URL: mosquitto.url, MQTT_CLIENT_ID: id, DEMO_STEP_MS: 10 }))
+    kitchen = await connectDevice(mosquitto.url, 'kitchen')
+    await kitchen.client.publishAsync('pico/kitchen/info', JSON.stringify({ fw: '1.4.0' }), { qos: 1 })
+  })
+
+  afterAll(async () => {
+    await kitchen?.close()
+    for (const b of bridges) await b.stop()
+    await ha?.endAsync()
+    await mosquitto?.stop()
+  })
+
+  it('runs a prompt from Home Assistant once, on one of the bridges', async () => {
+    await new Promise<void>((resolve) => {
+      const look = () => {
+        if (!seen.some((m) => m.topic === 'homeassistant/device/pico_kitchen/config')) return
+        waiters.delete(look)
+        resolve()
+      }
+      waiters.add(look)
+      look()
+    })
+    const jobs = new Set<unknown>()
+    for (const prompt of ['a lighthouse at dusk', 'a boat at dawn']) {
+      const from = seen.length
+      await ha.publishAsync('pico/kitchen/ha/set/prompt', prompt, { qos: 1 })
+      const done = await status((b) => b.state === 'done', from)
+      jobs.add(done.job)
+    }
+    // Each prompt went to one bridge (a shared subscription): no other job ever spoke on the display's status.
+    const spoke = new Set(seen.filter((m) => m.topic === 'pico/kitchen/status').map((m) => m.body.job))
+    spoke.delete(undefined)
+    expect(jobs.size).toBe(2)
+    expect(spoke).toEqual(jobs)
+    // Two links, one per bridge: neither took the other's over.
+    for (const b of bridges)
+      expect(b.logs.filter((l) => l.msg === 'Home Assistant link connected')).toHaveLength(1)
+  })
+})

@@ -3,6 +3,7 @@ import { bridgeParts } from './bridge-parts.ts'
 import { createBrokerAccess } from './broker/access.ts'
 import { createEmbeddedBroker } from './broker/embedded.ts'
 import { brokerLine, createExternalBroker, externalBrokerOptions } from './broker/external.ts'
+import { brokerLimits } from './broker/limits.ts'
 import { type Clock, systemClock } from './clock.ts'
 import type { Config } from './config/schema.ts'
 import { createEventBus } from './events.ts'
@@ -131,6 +132,9 @@ export function createApp(config: Config, deps: AppDeps): App {
     journal,
     rateLimit: createRateLimit(config.RATE_LIMIT, () => clock.monotonic()),
     rateLimitPerMinute: config.RATE_LIMIT,
+    // RATE_LIMIT=0 turns every prompt limit off, this one too.
+    senderLimitPerMinute: config.RATE_LIMIT === 0 ? 0 : config.RATE_LIMIT_SENDER,
+    getLimit: { burst: config.GET_BURST, intervalMs: config.GET_INTERVAL * 1000 },
     seen(id) {
       devices.seen(id)
       homeAssistant?.seen(id)
@@ -185,8 +189,9 @@ export function createApp(config: Config, deps: AppDeps): App {
     ...{ access, generators, store, journal, broker, intake, queue, http, health, homeAssistant },
     displayInfo: { name: 'display info', start: () => panels.load(), stop: () => panels.flush() },
     frameSubscribed(deviceId, clientId) {
-      devices.seen(deviceId)
-      homeAssistant?.seen(deviceId)
+      // A subscription alone does not make a device known (an invented id would stay listed for good);
+      // one the bridge knows already, from a message or a picture, is marked as heard from.
+      if (devices.touch(deviceId) || store.meta(deviceId)) homeAssistant?.seen(deviceId)
       log.debug({ module: 'broker', deviceId, clientId }, 'frame topic subscribed; sending the last frame')
       lastFrame
         .resend(deviceId, clientId)
@@ -242,7 +247,7 @@ function mqttListeners(config: Config) {
     host: config.MQTT_HOST,
     port: config.MQTT_PORT,
     maxPacketBytes: config.MQTT_MAX_PACKET,
-    maxConnections: config.MQTT_MAX_CONNECTIONS,
+    limits: brokerLimits(config),
     // The schema wants the three together; this only tells the compiler.
     tls: tlsPort !== undefined && certFile && keyFile ? { port: tlsPort, certFile, keyFile } : undefined,
     wsPort: config.MQTT_WS_PORT,

@@ -9,6 +9,7 @@ import type {
 import type { Logger } from 'pino'
 import type { Session } from '../auth/policy.ts'
 import type { BrokerAccess } from './access.ts'
+import { createLoginGuard } from './login-guard.ts'
 
 /*
  * The access rules as Aedes hooks (README, "Security"): who connects (CONNACK 4 or 5), what a client may
@@ -46,10 +47,21 @@ export interface AccessHooks {
 
 export function createAccessHooks(
   access: BrokerAccess,
-  deps: { log: Logger; monotonic: () => number },
+  deps: {
+    log: Logger
+    monotonic: () => number
+    /** MQTT_LOGIN_FAILURES and MQTT_LOGIN_LOCKOUT (login-guard.ts); unset, no lockout. */
+    login?: { failures: number; lockoutMs: number }
+    /**
+     * Runs once a login was accepted, before Aedes answers it: the client-id takeover slowdown
+     * (client-limits.ts) sits here, so a client that cannot log in cannot slow or kick a display.
+     */
+    afterLogin?(client: Client, proceed: () => void): void
+  },
 ): AccessHooks {
   const sessions = new WeakMap<Client, Session>()
   const warn = limitedWarn(deps.log, deps.monotonic)
+  const guard = createLoginGuard(deps.login ?? { failures: 0, lockoutMs: 0 }, deps.monotonic)
 
   function refuseLogin(
     client: Client,
@@ -71,11 +83,29 @@ export function createAccessHooks(
 
   return {
     authenticate(client, username, password, done) {
+      const remote = remoteOf(client)
+      const lockedMs = guard.lockedFor(remote)
+      if (lockedMs > 0) {
+        const reason = 'too many failed logins from this address'
+        return refuseLogin(
+          client,
+          username,
+          5,
+          `${reason}; refused for ${Math.ceil(lockedMs / 1000)} s`,
+          done,
+        )
+      }
       const rules = access.current()
       rules.authenticate(username, password, client.id).then(
         (result) => {
           if (!result.ok) {
             const reason = result.returnCode === 4 ? 'bad user name or password' : 'no user name'
+            const lockoutMs = result.returnCode === 4 ? guard.failed(remote) : 0
+            if (lockoutMs > 0)
+              warn(
+                { remote, failures: deps.login?.failures, lockoutMs },
+                'MQTT logins from this address refused for a while: too many wrong passwords',
+              )
             return refuseLogin(client, username, result.returnCode, reason, done)
           }
           const session: Session = { user: result.user, clientId: client.id }
@@ -86,7 +116,8 @@ export function createAccessHooks(
             return refuseLogin(client, username, 5, 'will topic not allowed', done)
           }
           sessions.set(client, session)
-          done(null, true)
+          if (deps.afterLogin) deps.afterLogin(client, () => done(null, true))
+          else done(null, true)
         },
         (err: unknown) => {
           deps.log.error({ err, clientId: client.id }, 'checking an MQTT login failed')

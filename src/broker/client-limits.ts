@@ -9,31 +9,56 @@ import type {
 import type { Logger } from 'pino'
 import type { Topics } from '../protocol/topics.ts'
 import { limitedWarn, remoteOf } from './access-hooks.ts'
+import type { BrokerLimits } from './limits.ts'
+import { createSessionStore, type SessionStore } from './session-store.ts'
 
 /*
  * What a client that is in may hold in the broker (issue 10, "Limits that hold under abuse"): subscriptions,
- * retained messages, persistent sessions, and how often one client id may take over another connection.
- * Each is a wrapper around an Aedes hook or a check the publish hook calls; the access rules stay in
- * access-hooks.ts.
+ * retained messages, persistent sessions and their queues, and how often one client id may take over another
+ * connection. Each is a wrapper around an Aedes hook or a check the publish hook calls; the access rules stay
+ * in access-hooks.ts. The numbers are settings (limits.ts).
  */
 
-/** Filters one client may hold; a display needs two or three. */
-export const MAX_SUBSCRIPTIONS = 64
-/** Retained messages clients may keep (the bridge's own statuses are not counted), and their bytes. */
-export const MAX_CLIENT_RETAINED = 1_000
-export const MAX_CLIENT_RETAINED_BYTES = 4 * 1024 * 1024
-/** Persistent sessions (clean session 0) the broker keeps; a display uses clean sessions. */
-export const MAX_PERSISTENT_SESSIONS = 100
 /** Takeovers of one id within TAKEOVER_WINDOW_MS before each next one waits, doubling up to the cap. */
 const TAKEOVERS_FREE = 2
 const TAKEOVER_WINDOW_MS = 60_000
 const TAKEOVER_DELAY_MS = 1_000
 const TAKEOVER_DELAY_MAX_MS = 30_000
 const TAKEOVER_IDS_KEPT = 10_000
+/**
+ * The bridge's own retained statuses kept, one per device id; past it the least recently published is
+ * emptied. As many as the device list keeps (jobs/device-registry.ts), so a prompt on each of a million
+ * invented ids cannot keep a million statuses.
+ */
+const BRIDGE_STATUSES_KEPT = 10_000
+
+type Limits = Pick<
+  BrokerLimits,
+  | 'maxSubscriptions'
+  | 'maxClientRetained'
+  | 'maxClientRetainedBytes'
+  | 'maxPersistentSessions'
+  | 'sessionExpiryMs'
+  | 'sessionQueueMessages'
+  | 'sessionQueueBytes'
+>
+
+/** Aedes' persistence, for ending an expired session. */
+interface SessionPersistence {
+  cleanSubscriptions(client: { id: string }): Promise<void>
+  cleanIncoming?(client: { id: string }): Promise<void>
+  delWill(client: { id: string }): Promise<unknown>
+}
 
 export interface ClientLimits {
   preConnect: PreConnectHandler
-  /** Wraps the access rules' subscribe hook: past MAX_SUBSCRIPTIONS a filter is granted nothing (0x80). */
+  /**
+   * After a login was accepted: a CONNECT with the id of a connected client (which will take it over) is
+   * logged, and past a few in a minute waits before it goes on. Runs after the password check, so a client
+   * that cannot log in cannot slow a display's reconnect or kick it.
+   */
+  afterLogin(client: Client, proceed: () => void): void
+  /** Wraps the access rules' subscribe hook: past MQTT_MAX_SUBSCRIPTIONS a filter is granted nothing (0x80). */
   authorizeSubscribe(next: AuthorizeSubscribeHandler): AuthorizeSubscribeHandler
   /** Wraps the access rules' forward hook: nothing Aedes publishes under `$SYS/` reaches a client. */
   authorizeForward(next: AuthorizeForwardHandler): AuthorizeForwardHandler
@@ -42,24 +67,42 @@ export interface ClientLimits {
    * client retains, has its retain flag cleared (it is delivered, not kept).
    */
   checkRetain(client: Client | null, packet: PublishPacket): void
-  /** Follows clients and their subscriptions (Aedes' events). */
+  /** Follows clients and their subscriptions (Aedes' events) and bounds its session queues. */
   attach(broker: Aedes): void
+  report(): { persistent_sessions: number } & ReturnType<SessionStore['report']>
 }
 
-export function createClientLimits(deps: {
-  log: Logger
-  topics: Topics
-  monotonic: () => number
-  /** The connected client with this id, if any (a new CONNECT with its id takes it over). */
-  connected(clientId: string): Client | undefined
-}): ClientLimits {
+export function createClientLimits(
+  limits: Limits,
+  deps: {
+    log: Logger
+    topics: Topics
+    monotonic: () => number
+    /** The connected client with this id, if any (a new CONNECT with its id takes it over). */
+    connected(clientId: string): Client | undefined
+  },
+): ClientLimits {
   const { log, topics, monotonic } = deps
   const warn = limitedWarn(log, monotonic)
+  /** Filters a client was granted (or is being granted), by this wrapper and the access rules both. */
   const filters = new WeakMap<Client, Set<string>>()
+  const granted = new WeakMap<Client, Set<string>>()
   const retained = new Map<string, number>()
   let retainedBytes = 0
-  const persistent = new Set<string>()
+  /** Persistent sessions by id: undefined while connected, else when it went offline. */
+  const persistent = new Map<string, number | undefined>()
   const takeovers = new Map<string, number[]>()
+  const statuses = new Map<string, true>()
+  let persistence: SessionPersistence | null = null
+  const statusDepth = topics.base.split('/').length + 2
+  const isStatusTopic = (topic: string) =>
+    topic.startsWith(`${topics.base}/`) &&
+    topic.endsWith('/status') &&
+    topic.split('/').length === statusDepth
+  const sessions = createSessionStore(
+    { perSession: limits.sessionQueueMessages, totalBytes: limits.sessionQueueBytes },
+    (clientId, reason) => warn({ clientId, reason }, 'MQTT message not kept for an offline session'),
+  )
 
   function takeoverDelay(clientId: string): number {
     const now = monotonic()
@@ -79,46 +122,86 @@ export function createClientLimits(deps: {
     retainedBytes -= old
   }
 
+  /** Ends the session offline longest if that is past MQTT_SESSION_EXPIRY; says whether one was ended. */
+  function expireOne(): boolean {
+    const now = monotonic()
+    let oldest: string | undefined
+    let since = Number.POSITIVE_INFINITY
+    for (const [id, offline] of persistent) {
+      if (offline !== undefined && offline < since) {
+        since = offline
+        oldest = id
+      }
+    }
+    if (oldest === undefined || now - since < limits.sessionExpiryMs) return false
+    const client = { id: oldest }
+    persistent.delete(oldest)
+    sessions.forget(oldest)
+    const done = (err: unknown) =>
+      err && log.warn({ err, clientId: oldest }, 'ending a persistent session failed')
+    persistence?.cleanSubscriptions(client).catch(done)
+    persistence?.cleanIncoming?.(client).catch(done)
+    persistence?.delWill(client).catch(done)
+    log.info({ clientId: oldest, offlineMs: Math.round(now - since) }, 'expired persistent session ended')
+    return true
+  }
+
   return {
     preConnect(client, packet, callback) {
       const clientId = packet.clientId
-      if (packet.clean === false && !persistent.has(clientId) && persistent.size >= MAX_PERSISTENT_SESSIONS) {
+      const full = persistent.size >= limits.maxPersistentSessions
+      if (packet.clean === false && !persistent.has(clientId) && full && !expireOne()) {
         warn(
-          { remote: remoteOf(client), clientId, limit: MAX_PERSISTENT_SESSIONS },
+          { remote: remoteOf(client), clientId, limit: limits.maxPersistentSessions },
           'MQTT connection refused: too many persistent sessions',
         )
         callback(new Error('too many persistent sessions'), false)
         return
       }
-      const previous = clientId ? deps.connected(clientId) : undefined
+      callback(null, true)
+    },
+
+    afterLogin(client, proceed) {
+      const previous = client.id ? deps.connected(client.id) : undefined
       if (!previous) {
-        callback(null, true)
+        proceed()
         return
       }
-      const delayMs = takeoverDelay(clientId)
+      const delayMs = takeoverDelay(client.id)
       // Both addresses, so whoever reads the log can tell a display reconnecting from two devices fighting.
       warn(
-        { clientId, remote: remoteOf(client), previousRemote: remoteOf(previous), delayMs },
+        { clientId: client.id, remote: remoteOf(client), previousRemote: remoteOf(previous), delayMs },
         'MQTT client id taken over',
       )
-      if (delayMs === 0) callback(null, true)
-      else setTimeout(() => callback(null, true), delayMs).unref()
+      if (delayMs === 0) proceed()
+      else setTimeout(proceed, delayMs).unref()
     },
 
     authorizeSubscribe(next) {
       return (client, sub, callback) => {
         const held = filters.get(client) ?? new Set<string>()
         filters.set(client, held)
-        if (!held.has(sub.topic) && held.size >= MAX_SUBSCRIPTIONS) {
+        if (!held.has(sub.topic) && held.size >= limits.maxSubscriptions) {
           warn(
-            { remote: remoteOf(client), clientId: client.id, filter: sub.topic, limit: MAX_SUBSCRIPTIONS },
+            {
+              remote: remoteOf(client),
+              clientId: client.id,
+              filter: sub.topic,
+              limit: limits.maxSubscriptions,
+            },
             'MQTT subscription refused: too many',
           )
           callback(null, null)
           return
         }
         held.add(sub.topic)
-        next(client, sub, callback)
+        next(client, sub, (err, result) => {
+          if (result) {
+            const ok = granted.get(client) ?? new Set<string>()
+            granted.set(client, ok.add(sub.topic))
+          } else held.delete(sub.topic)
+          callback(err, result)
+        })
       }
     },
 
@@ -141,8 +224,8 @@ export function createClientLimits(deps: {
       }
       const old = retained.get(packet.topic) ?? 0
       const fits =
-        (retained.has(packet.topic) || retained.size < MAX_CLIENT_RETAINED) &&
-        retainedBytes - old + bytes <= MAX_CLIENT_RETAINED_BYTES
+        (retained.has(packet.topic) || retained.size < limits.maxClientRetained) &&
+        retainedBytes - old + bytes <= limits.maxClientRetainedBytes
       if (!fits) {
         warn(
           { remote: remoteOf(client), clientId: client.id, topic: packet.topic },
@@ -156,14 +239,41 @@ export function createClientLimits(deps: {
     },
 
     attach(broker) {
+      persistence = (broker as unknown as { persistence: SessionPersistence }).persistence
+      // Aedes hands its own Client to addSubscriptions.
+      sessions.install(persistence, (client, filter) => granted.get(client as Client)?.has(filter) ?? false)
       broker.on('clientReady', (client) => {
-        if (client.clean) persistent.delete(client.id)
-        else persistent.add(client.id)
+        if (client.clean) {
+          persistent.delete(client.id)
+          sessions.forget(client.id)
+        } else persistent.set(client.id, undefined)
+      })
+      broker.on('clientDisconnect', (client) => {
+        if (persistent.has(client.id) && deps.connected(client.id) === undefined)
+          persistent.set(client.id, monotonic())
       })
       broker.on('unsubscribe', (unsubscriptions, client) => {
-        const held = filters.get(client)
-        for (const topic of unsubscriptions) held?.delete(topic)
+        for (const topic of unsubscriptions) {
+          filters.get(client)?.delete(topic)
+          granted.get(client)?.delete(topic)
+        }
+      })
+      broker.on('publish', (packet, client) => {
+        // The bridge's own retained statuses (no client): kept for BRIDGE_STATUSES_KEPT device ids at most.
+        if (client || !packet.retain || !isStatusTopic(packet.topic)) return
+        statuses.delete(packet.topic)
+        if (packet.payload.length === 0) return
+        statuses.set(packet.topic, true)
+        if (statuses.size <= BRIDGE_STATUSES_KEPT) return
+        const oldest = statuses.keys().next().value!
+        statuses.delete(oldest)
+        broker.publish(
+          { cmd: 'publish', topic: oldest, payload: Buffer.alloc(0), qos: 0, retain: true, dup: false },
+          () => undefined,
+        )
       })
     },
+
+    report: () => ({ persistent_sessions: persistent.size, ...sessions.report() }),
   }
 }

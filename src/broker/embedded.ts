@@ -9,7 +9,7 @@ import type { BrokerAccess } from './access.ts'
 import { createAccessHooks, remoteOf } from './access-hooks.ts'
 import { createClientLimits } from './client-limits.ts'
 import { createFrameDelivery } from './delivery.ts'
-import { AEDES_LIMITS, createConnectionLimits } from './limits.ts'
+import { aedesLimits, type BrokerLimits, createConnectionLimits, defaultBrokerLimits } from './limits.ts'
 import { createListeners, type ListenerOptions, type Listeners } from './listeners.ts'
 import type { BrokerHandlers, BrokerPort } from './port.ts'
 import { deviceOfFilter, subscribedDeviceIds } from './presence.ts'
@@ -35,8 +35,8 @@ const RETAINED_SEQUENCE_ID = 'pico-a1111-bridge/retained'
 const SOCKET_END_GRACE_MS = 1_000
 
 export type EmbeddedBrokerOptions = ListenerOptions & {
-  /** MQTT_MAX_CONNECTIONS: past it a new connection is refused at once. */
-  maxConnections?: number
+  /** The limits that hold under abuse (limits.ts); unset, the settings' defaults. */
+  limits?: BrokerLimits
 }
 
 export function createEmbeddedBroker(
@@ -54,13 +54,17 @@ export function createEmbeddedBroker(
   const clients = new Map<string, Client>()
   const sockets = new Set<Duplex>()
   const monotonic = deps.monotonic ?? (() => performance.now())
-  const hooks = createAccessHooks(deps.access, { log, monotonic })
   // Limits that hold under abuse (limits.ts, client-limits.ts), for every listener alike.
+  const settings = options.limits ?? defaultBrokerLimits()
   const connections = createConnectionLimits(
-    { maxConnections: options.maxConnections ?? 2000, maxPacketBytes: options.maxPacketBytes },
+    { ...settings, maxPacketBytes: options.maxPacketBytes },
     { log, monotonic },
   )
-  const limits = createClientLimits({ log, topics, monotonic, connected: (id) => clients.get(id) })
+  const limits = createClientLimits(settings, { log, topics, monotonic, connected: (id) => clients.get(id) })
+  const hooks = createAccessHooks(deps.access, {
+    ...{ log, monotonic, afterLogin: limits.afterLogin },
+    login: { failures: settings.loginFailures, lockoutMs: settings.loginLockoutMs },
+  })
   let aedes: Aedes | null = null
   let listeners: Listeners | null = null
   let bound: Awaited<ReturnType<Listeners['listen']>> | null = null
@@ -168,7 +172,7 @@ export function createEmbeddedBroker(
       handlers = h
       const { authenticate, authorizeSubscribe, authorizeForward } = hooks
       const broker = new Aedes({
-        ...{ authenticate, authorizePublish, preConnect: limits.preConnect, ...AEDES_LIMITS },
+        ...{ authenticate, authorizePublish, preConnect: limits.preConnect, ...aedesLimits(settings) },
         authorizeSubscribe: limits.authorizeSubscribe(authorizeSubscribe),
         authorizeForward: limits.authorizeForward(authorizeForward),
         drainTimeout: DRAIN_TIMEOUT_MS,
@@ -246,6 +250,7 @@ export function createEmbeddedBroker(
         mqtts: bound?.tlsPort ?? null,
         ws: bound?.wsPort ?? null,
       },
+      sessions: limits.report(),
     }),
   }
 }

@@ -1,26 +1,71 @@
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
+import { type Config, configSchema } from '../config/schema.ts'
 import { limitedWarn } from './access-hooks.ts'
 import { createPartialBudget, guardPackets } from './packet-guard.ts'
 
 /*
  * What one connection may cost the broker before it has logged in, whichever listener it came through
  * (README, "Security"; issue 10, "Limits that hold under abuse"). The limits once a client is in are
- * client-limits.ts.
+ * client-limits.ts. Every number is a setting (src/config/schema.ts holds the defaults).
  */
 
-/** A packet not complete this long after its first byte drops the connection (keepalive 0 or not). */
-export const PACKET_DEADLINE_MS = 10_000
+/** The broker's limits, in the units the code uses. */
+export interface BrokerLimits {
+  maxConnections: number
+  /** A socket that sends no CONNECT in this time is dropped (MQTT_CONNECT_TIMEOUT). */
+  connectTimeoutMs: number
+  /** A packet not complete this long after its first byte drops the connection (MQTT_PACKET_TIMEOUT). */
+  packetDeadlineMs: number
+  /** Bytes of incomplete packets over all connections (1,000 half-sent 262 KB packets held 264 MB). */
+  partialBytesMax: number
+  /** QoS 2 PUBLISH awaiting PUBREL per client (Aedes allows 1,000, each up to MQTT_MAX_PACKET). */
+  maxInflightInbound: number
+  maxTopicLevels: number
+  maxSubscriptions: number
+  maxClientRetained: number
+  maxClientRetainedBytes: number
+  maxPersistentSessions: number
+  sessionExpiryMs: number
+  sessionQueueMessages: number
+  sessionQueueBytes: number
+  loginFailures: number
+  loginLockoutMs: number
+}
 
-/** Bytes of incomplete packets over all connections (1,000 half-sent 262 KB packets held 264 MB). */
-export const PARTIAL_BYTES_MAX = 32 * 1024 * 1024
+export function brokerLimits(config: Config): BrokerLimits {
+  return {
+    maxConnections: config.MQTT_MAX_CONNECTIONS,
+    connectTimeoutMs: config.MQTT_CONNECT_TIMEOUT * 1000,
+    packetDeadlineMs: config.MQTT_PACKET_TIMEOUT * 1000,
+    partialBytesMax: config.MQTT_PARTIAL_BYTES,
+    maxInflightInbound: config.MQTT_MAX_INFLIGHT,
+    maxTopicLevels: config.MQTT_MAX_TOPIC_LEVELS,
+    maxSubscriptions: config.MQTT_MAX_SUBSCRIPTIONS,
+    maxClientRetained: config.MQTT_MAX_RETAINED,
+    maxClientRetainedBytes: config.MQTT_MAX_RETAINED_BYTES,
+    maxPersistentSessions: config.MQTT_MAX_SESSIONS,
+    sessionExpiryMs: config.MQTT_SESSION_EXPIRY * 1000,
+    sessionQueueMessages: config.MQTT_SESSION_QUEUE,
+    sessionQueueBytes: config.MQTT_SESSION_QUEUE_BYTES,
+    loginFailures: config.MQTT_LOGIN_FAILURES,
+    loginLockoutMs: config.MQTT_LOGIN_LOCKOUT * 1000,
+  }
+}
 
-/**
- * Options for Aedes itself (aedes.js `defaultOptions`): a socket that sends no CONNECT is dropped after 5 s
- * (Aedes waits 30 s); a client may hold 16 QoS 2 PUBLISH awaiting PUBREL (Aedes allows 1,000, each up to
- * MQTT_MAX_PACKET); topics and filters are at most 16 levels deep (the bridge's are 3 below its base).
- */
-export const AEDES_LIMITS = { connectTimeout: 5_000, maxInflightInbound: 16, maxTopicLevels: 16 } as const
+/** The limits the settings give when none is set (the schema holds every default). */
+export function defaultBrokerLimits(): BrokerLimits {
+  return brokerLimits(configSchema.parse({}))
+}
+
+/** The options Aedes itself takes for these limits (aedes.js `defaultOptions`). */
+export function aedesLimits(limits: BrokerLimits) {
+  return {
+    connectTimeout: limits.connectTimeoutMs,
+    maxInflightInbound: limits.maxInflightInbound,
+    maxTopicLevels: limits.maxTopicLevels,
+  }
+}
 
 export interface ConnectionLimits {
   /**
@@ -33,13 +78,14 @@ export interface ConnectionLimits {
 }
 
 export function createConnectionLimits(
-  options: { maxConnections: number; maxPacketBytes: number; deadlineMs?: number; partialBytesMax?: number },
+  options: Pick<BrokerLimits, 'maxConnections' | 'packetDeadlineMs' | 'partialBytesMax'> & {
+    maxPacketBytes: number
+  },
   deps: { log: Logger; monotonic: () => number },
 ): ConnectionLimits {
   const open = new Set<Duplex>()
-  const budget = createPartialBudget(options.partialBytesMax ?? PARTIAL_BYTES_MAX)
+  const budget = createPartialBudget(options.partialBytesMax)
   const warn = limitedWarn(deps.log, deps.monotonic)
-  const deadlineMs = options.deadlineMs ?? PACKET_DEADLINE_MS
 
   return {
     admit(stream, remote) {
@@ -55,7 +101,7 @@ export function createConnectionLimits(
       stream.once('close', () => open.delete(stream))
       guardPackets(stream, {
         maxBytes: options.maxPacketBytes,
-        deadlineMs,
+        deadlineMs: options.packetDeadlineMs,
         budget,
         onRefused(refusal) {
           const fields = { remote, ...refusal }

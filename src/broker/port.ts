@@ -54,6 +54,14 @@ export interface BrokerReport {
   anonymous?: boolean
   /** The real port of each listener, null when it is off. */
   listeners?: { mqtt: number | null; mqtts: number | null; ws: number | null }
+  /** The embedded broker's persistent sessions and what their queues hold (client-limits.ts). */
+  sessions?: {
+    persistent_sessions: number
+    sessions: number
+    messages: number
+    bytes: number
+    dropped: number
+  }
 }
 
 /** The ports a broker listens on; the TLS and WebSocket ones only when set. */

@@ -105,12 +105,50 @@ export const configSchema = z
     SUPERSEDE_RUNNING: bool.default(true),
     /** Prompts a device may send per minute (MQTT and the HTTP device route); 0 = no limit. */
     RATE_LIMIT: int(0, 10_000).default(30),
+    /** Prompts one connection or one address may send per minute over all its devices; 0 = no limit. */
+    RATE_LIMIT_SENDER: int(0, 1_000_000).default(120),
+    /** `get` a display may send at once before it must wait GET_INTERVAL for each next one. */
+    GET_BURST: int(1, 1000).default(3),
+    /** Seconds between `get`s past the burst (a flood made 2.3 GB of frames from 1.3 MB of gets). */
+    GET_INTERVAL: seconds.default(5),
     /** Send preview frames for prompts that do not say `preview`. */
     PREVIEW_DEFAULT: bool.default(false),
     /** Largest MQTT packet a client may send; larger ones close its connection (Aedes 1.x has no limit). */
     MQTT_MAX_PACKET: int(1024, 268_435_455).default(262_144),
     /** MQTT connections the embedded broker holds at once; past it new ones are refused at once. */
     MQTT_MAX_CONNECTIONS: int(1, 1_000_000).default(2000),
+    /*
+     * Limits that hold under abuse (README, "Security"; issue 10). Each bounds what one client, or all of
+     * them, may make the embedded broker hold; the defaults leave a display a wide margin.
+     */
+    /** Seconds a new connection may take to send CONNECT before it is dropped (Aedes itself waits 30). */
+    MQTT_CONNECT_TIMEOUT: seconds.default(5),
+    /** Seconds one MQTT packet may take from its first byte to its last (keepalive 0 or not). */
+    MQTT_PACKET_TIMEOUT: seconds.default(10),
+    /** Bytes of half-received packets over all connections; past it the connection holding most is dropped. */
+    MQTT_PARTIAL_BYTES: int(65_536, 2 ** 32).default(32 * 1024 * 1024),
+    /** QoS 2 PUBLISH one client may have awaiting PUBREL; past it its connection is closed. */
+    MQTT_MAX_INFLIGHT: int(1, 65_535).default(16),
+    /** Subscription filters one client may hold; past it a filter is granted nothing (SUBACK 0x80). */
+    MQTT_MAX_SUBSCRIPTIONS: int(1, 100_000).default(64),
+    /** Levels a topic or filter may have; the bridge's own are BASE_TOPIC plus two. */
+    MQTT_MAX_TOPIC_LEVELS: int(3, 100).default(16),
+    /** Retained messages clients may keep, over all clients (the bridge's own statuses are apart). */
+    MQTT_MAX_RETAINED: int(0, 1_000_000).default(1000),
+    /** Bytes of those retained messages. */
+    MQTT_MAX_RETAINED_BYTES: int(0, 2 ** 32).default(4 * 1024 * 1024),
+    /** Persistent sessions (clean session 0) kept; past it a new one is refused unless one has expired. */
+    MQTT_MAX_SESSIONS: int(0, 100_000).default(100),
+    /** Seconds an offline persistent session is kept for sure; older ones make room for new ones. */
+    MQTT_SESSION_EXPIRY: int(1, 30 * 86_400).default(86_400),
+    /** QoS 1 and 2 messages kept for one persistent session; past it new ones are dropped for it. */
+    MQTT_SESSION_QUEUE: int(0, 1_000_000).default(100),
+    /** Bytes of those messages over all persistent sessions. */
+    MQTT_SESSION_QUEUE_BYTES: int(0, 2 ** 32).default(16 * 1024 * 1024),
+    /** Failed logins one address may make in a minute before its logins are refused for a while; 0 = off. */
+    MQTT_LOGIN_FAILURES: int(0, 10_000).default(5),
+    /** Seconds an address is refused after that; doubled for each lockout that follows, up to 64 times. */
+    MQTT_LOGIN_LOCKOUT: seconds.default(60),
     /** An external broker (mqtt:// or mqtts://, user:pass allowed) to use instead of the embedded one. */
     MQTT_URL: mqttUrl.optional(),
     /** The login at MQTT_URL's broker, when the URL does not carry it. */
@@ -161,6 +199,22 @@ export const configSchema = z
         code: 'custom',
         path: [c.A1111_USERNAME === undefined ? 'A1111_USERNAME' : 'A1111_PASSWORD'],
         message: 'A1111_USERNAME and A1111_PASSWORD go together: set both or neither',
+      })
+    }
+    // A packet of the largest allowed size must fit in the budget of half-received packets.
+    if (c.MQTT_PARTIAL_BYTES < c.MQTT_MAX_PACKET + 5) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['MQTT_PARTIAL_BYTES'],
+        message: `must be more than MQTT_MAX_PACKET (${c.MQTT_MAX_PACKET}), or no packet that large could arrive`,
+      })
+    }
+    const ownLevels = c.BASE_TOPIC.split('/').length + 2
+    if (c.MQTT_MAX_TOPIC_LEVELS < ownLevels) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['MQTT_MAX_TOPIC_LEVELS'],
+        message: `must be at least ${ownLevels}: the bridge's own topics are BASE_TOPIC and two more levels`,
       })
     }
     const tls = TLS_SETTINGS.filter((name) => c[name] !== undefined)

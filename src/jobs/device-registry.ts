@@ -40,6 +40,12 @@ function panelView(p: PanelProfile): PanelView {
 
 export interface DeviceRegistry {
   seen(deviceId: string): void
+  /**
+   * Marks a device the registry knows as heard from now; returns false (and remembers nothing) for one it
+   * does not know. For subscriptions: a client that only subscribed under an invented id and went away
+   * must leave nothing behind (issue 10).
+   */
+  touch(deviceId: string): boolean
   /** Drops what the registry knows of a device (DELETE /api/v1/devices/:id); false when it knew nothing. */
   forget(deviceId: string): boolean
   list(): DeviceInfo[]
@@ -61,6 +67,11 @@ export function createDeviceRegistry(deps: {
       lastSeen.delete(deviceId)
       lastSeen.set(deviceId, deps.clock.now().toISOString())
       if (lastSeen.size > MAX_DEVICES) lastSeen.delete(lastSeen.keys().next().value!)
+    },
+    touch(deviceId) {
+      if (!lastSeen.has(deviceId)) return false
+      this.seen(deviceId)
+      return true
     },
     forget: (deviceId) => lastSeen.delete(deviceId),
     list() {

@@ -38,15 +38,6 @@ export interface PromptSender {
   remote?: string | undefined
 }
 
-/**
- * A connection or an address may prompt this many times RATE_LIMIT over all the ids it uses: room for an
- * automation acting for a few displays, none for a client that rotates ids to escape the per-device limit.
- */
-const SENDER_RATE_FACTOR = 4
-/** `get` per display: a burst of 3, then one every 5 s; a flood made 2.3 GB of frames from 1.3 MB (issue 10). */
-const GET_BURST = 3
-const GET_INTERVAL_MS = 5_000
-
 export function newJobId(): string {
   return randomBytes(6).toString('hex')
 }
@@ -59,6 +50,14 @@ export function createIntake(deps: {
   journal: JobJournal
   rateLimit: RateLimit
   rateLimitPerMinute: number
+  /**
+   * Prompts a connection or an address may send per minute over all the ids it uses (RATE_LIMIT_SENDER):
+   * room for an automation acting for a few displays, none for a client that rotates ids to escape the
+   * per-device limit. 0 = no limit.
+   */
+  senderLimitPerMinute: number
+  /** `get` per display (GET_BURST, GET_INTERVAL): a flood made 2.3 GB of frames from 1.3 MB (issue 10). */
+  getLimit: { burst: number; intervalMs: number }
   /** Told about every valid device id that sends something, for the device list. */
   seen(deviceId: string): void
   /** A display's `info` message (panel and telemetry), as it came. */
@@ -69,8 +68,8 @@ export function createIntake(deps: {
   const { log, clock } = deps
   const taken = createTakenPrompts()
   const monotonic = () => clock.monotonic()
-  const senderLimit = createRateLimit(deps.rateLimitPerMinute * SENDER_RATE_FACTOR, monotonic)
-  const getLimit = createTokenBuckets(GET_BURST, GET_INTERVAL_MS, monotonic)
+  const senderLimit = createRateLimit(deps.senderLimitPerMinute, monotonic)
+  const getLimit = createTokenBuckets(deps.getLimit.burst, deps.getLimit.intervalMs, monotonic)
 
   function reject(deviceId: string, err: AppError, requestId?: string | number): void {
     deps.output.status(deviceId, { id: newJobId(), requestId }, { state: 'error', error: err.toJSON() })
@@ -106,7 +105,7 @@ export function createIntake(deps: {
     if (sender) {
       throw new AppError(
         'E_RATE_LIMITED',
-        `more than ${deps.rateLimitPerMinute * SENDER_RATE_FACTOR} prompts from ${sender} in the last minute (${SENDER_RATE_FACTOR} x RATE_LIMIT, over all its devices); wait a little`,
+        `more than ${deps.senderLimitPerMinute} prompts from ${sender} in the last minute (RATE_LIMIT_SENDER, over all its devices); wait a little`,
       )
     }
     deps.queue.admit(deviceId)

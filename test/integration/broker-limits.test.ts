@@ -1,0 +1,197 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { createConnection } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Readable } from 'node:stream'
+import { connect, connectAsync, type IClientOptions, MqttClient } from 'mqtt'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { runPasswd } from '../../src/cli/passwd.ts'
+import { startBridge, type TestBridge } from '../support/bridge.ts'
+
+/*
+ * The broker's limits as settings, tried by real clients (issue 10, README "Security"): failed logins
+ * slowed per address, a takeover that only a logged-in client can cause, and persistent sessions whose
+ * queues stay bounded.
+ */
+
+let dir: string
+let passwdPath: string
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'pab-limits-'))
+  passwdPath = join(dir, 'passwd')
+  for (const [user, password] of [
+    ['kitchen', 'kitchen-pw'],
+    ['hall', 'hall-pw'],
+  ]) {
+    const io = {
+      stdin: Readable.from([`${password}\n`]),
+      stdout: { write: () => true },
+      stderr: { write: () => true },
+    }
+    expect(await runPasswd([passwdPath, user!, '--stdin'], io)).toBe(0)
+  }
+})
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true })
+})
+
+/** Connects from `localAddress` (another loopback address counts as another machine); rejects with the code. */
+function login(port: number, options: IClientOptions, localAddress = '127.0.0.1'): Promise<MqttClient> {
+  const client = new MqttClient(() => createConnection({ host: '127.0.0.1', port, localAddress }), {
+    protocolVersion: 4,
+    reconnectPeriod: 0,
+    clientId: `c-${Math.random().toString(16).slice(2, 10)}`,
+    ...options,
+  })
+  return new Promise((resolve, reject) => {
+    client.once('connect', () => resolve(client))
+    client.once('error', (err) => {
+      client.end(true)
+      reject(err)
+    })
+  })
+}
+
+const codeOf = (attempt: Promise<MqttClient>) =>
+  attempt.then(
+    (c) => {
+      c.end(true)
+      return 0
+    },
+    (err: { code?: number }) => err.code ?? -1,
+  )
+
+describe('failed logins from one address', () => {
+  let bridge: TestBridge
+  beforeAll(async () => {
+    bridge = await startBridge({
+      MQTT_PASSWORD_FILE: passwdPath,
+      MQTT_LOGIN_FAILURES: 3,
+      MQTT_LOGIN_LOCKOUT: 600,
+    })
+  })
+  afterAll(() => bridge?.stop())
+
+  it('refuse that address for a while, the right password too, and leave others alone', async () => {
+    const port = bridge.mqttPort
+    const wrong = { username: 'kitchen', password: 'guess' }
+    for (let i = 0; i < 3; i++) expect(await codeOf(login(port, wrong))).toBe(4)
+    // Locked: refused as not authorised without the password being checked.
+    expect(await codeOf(login(port, { username: 'kitchen', password: 'kitchen-pw' }))).toBe(5)
+    // Another address logs in as usual.
+    const other = await login(port, { username: 'kitchen', password: 'kitchen-pw' }, '127.0.0.2')
+    await other.endAsync()
+    const line = await bridge.line(
+      (l) => l.msg === 'MQTT logins from this address refused for a while: too many wrong passwords',
+    )
+    expect(line).toMatchObject({ remote: '127.0.0.1', failures: 3, lockoutMs: 600_000 })
+    const refused = await bridge.line((l) => l.msg === 'MQTT login refused' && l.returnCode === 5)
+    expect(refused.reason).toMatch(/too many failed logins from this address/)
+    // No password in any line.
+    const text = JSON.stringify(bridge.logs)
+    expect(text).not.toContain('guess')
+    expect(text).not.toContain('kitchen-pw')
+  })
+})
+
+describe('a client-id takeover', () => {
+  it('is counted and slowed only once the newcomer has logged in', async () => {
+    const bridge = await startBridge({ MQTT_PASSWORD_FILE: passwdPath })
+    try {
+      const port = bridge.mqttPort
+      const display = await login(port, { username: 'kitchen', password: 'kitchen-pw', clientId: 'kitchen' })
+      let kicked = false
+      display.on('close', () => {
+        kicked = true
+      })
+      // Ten CONNECTs with the display's id and no login: each refused, none counted as a takeover.
+      for (let i = 0; i < 10; i++) expect(await codeOf(login(port, { clientId: 'kitchen' }))).toBe(5)
+      expect(kicked).toBe(false)
+      expect(bridge.logs.some((l) => l.msg === 'MQTT client id taken over')).toBe(false)
+      // The display itself reconnecting from elsewhere is not slowed by them.
+      const again = await login(
+        port,
+        { username: 'kitchen', password: 'kitchen-pw', clientId: 'kitchen' },
+        '127.0.0.2',
+      )
+      const line = await bridge.line((l) => l.msg === 'MQTT client id taken over')
+      expect(line).toMatchObject({
+        clientId: 'kitchen',
+        delayMs: 0,
+        remote: '127.0.0.2',
+        previousRemote: '127.0.0.1',
+      })
+      await again.endAsync()
+      display.end(true)
+    } finally {
+      await bridge.stop()
+    }
+  })
+})
+
+describe('persistent sessions', () => {
+  it('keep at most MQTT_SESSION_QUEUE messages for an offline client, and a connected one still gets the rest', async () => {
+    const bridge = await startBridge({ MQTT_SESSION_QUEUE: 20 })
+    try {
+      const options = { protocolVersion: 4 as const, reconnectPeriod: 0, clientId: 'keeper', clean: false }
+      const keeper = await connectAsync(bridge.mqttUrl, options)
+      await keeper.subscribeAsync('free/queued', { qos: 1 })
+      await keeper.endAsync()
+      const publisher = await connectAsync(bridge.mqttUrl, { protocolVersion: 4, reconnectPeriod: 0 })
+      for (let i = 0; i < 150; i++) await publisher.publishAsync('free/queued', String(i), { qos: 1 })
+      await bridge.line((l) => l.msg === 'MQTT message not kept for an offline session')
+      const back = connect(bridge.mqttUrl, options)
+      const got: string[] = []
+      const waiters: { until: () => boolean; resolve: () => void }[] = []
+      back.on('message', (_t, payload) => {
+        got.push(String(payload))
+        for (const w of waiters) if (w.until()) w.resolve()
+      })
+      const when = (until: () => boolean) =>
+        new Promise<void>((resolve) => (until() ? resolve() : waiters.push({ until, resolve })))
+      await new Promise((resolve) => back.once('connect', resolve))
+      // The queue is sent after CONNACK while new messages flow too, so their order is not fixed.
+      await publisher.publishAsync('free/queued', 'marker', { qos: 1 })
+      await when(() => got.length >= 21)
+      await publisher.publishAsync('free/queued', 'last', { qos: 1 })
+      await when(() => got.includes('last'))
+      // The first twenty, as Mosquitto's max_queued_messages keeps them, and what came once it was back.
+      const queued = Array.from({ length: 20 }, (_, i) => String(i))
+      expect(got.filter((m) => m !== 'marker' && m !== 'last')).toEqual(queued)
+      expect(got).toHaveLength(22)
+      await back.endAsync()
+      await publisher.endAsync()
+    } finally {
+      await bridge.stop()
+    }
+  })
+})
+
+describe('a client that only subscribes', () => {
+  it('under invented ids leaves none of them in the device list once it is gone', async () => {
+    const bridge = await startBridge({ HTTP_PORT: 0 })
+    try {
+      const devices = async () => {
+        const res = await fetch(`http://127.0.0.1:${bridge.httpPort}/api/v1/devices`)
+        return ((await res.json()) as { devices: { id: string; connected: boolean }[] }).devices
+      }
+      const kitchen = await connectAsync(bridge.mqttUrl, { protocolVersion: 4, clientId: 'kitchen-1' })
+      await kitchen.publishAsync('pico/kitchen/info', JSON.stringify({ panel: { width: 240, height: 240 } }))
+      const ghost = await connectAsync(bridge.mqttUrl, { protocolVersion: 4, clientId: 'ghost-1' })
+      await ghost.subscribeAsync(['pico/ghost-a/frame', 'pico/ghost-b/frame'])
+      await bridge.line(
+        (l) => l.msg === 'frame topic subscribed; sending the last frame' && l.deviceId === 'ghost-b',
+      )
+      // While it is connected the ids it listens on are shown as connected displays.
+      expect((await devices()).map((d) => d.id)).toEqual(['ghost-a', 'ghost-b', 'kitchen'])
+      await ghost.endAsync()
+      await bridge.line((l) => l.msg === 'client disconnected' && l.clientId === 'ghost-1')
+      // kitchen sent something, so it stays; it counts as connected only once it listens for frames.
+      expect((await devices()).map((d) => d.id)).toEqual(['kitchen'])
+      await kitchen.endAsync()
+    } finally {
+      await bridge.stop()
+    }
+  })
+})

@@ -77,6 +77,25 @@ export function resolvePanel(
   return panel
 }
 
+/**
+ * What, beyond its size and format, decides a frame's pixels: a kept frame whose look differs from the
+ * panel's (another palette, dither or tone) is rendered anew from its picture, not sent as it was.
+ * Band rows and compression are left out: they change only how the same pixels are sent.
+ */
+export function panelLook(panel: PanelProfile): string {
+  const indexed = isIndexedFormat(panel.format)
+  return JSON.stringify({
+    fit: panel.fit,
+    invert: panel.invert,
+    ...(indexed && {
+      dither: panel.dither,
+      palette: panel.palette ?? null,
+      saturation: panel.saturation ?? 1,
+      contrast: panel.contrast ?? 1,
+    }),
+  })
+}
+
 /** The settings' panel: the default for every display. */
 export function panelFromConfig(config: Config): PanelProfile {
   const format: PixelFormat = config.PIXEL_FORMAT

@@ -2,7 +2,7 @@ import type { Logger } from 'pino'
 import type { Clock } from '../clock.ts'
 import type { EventBus } from '../events.ts'
 import type { GenerateProgress, GenerateResult, Txt2ImgPayload } from '../generator/types.ts'
-import { type PanelProfile, renderFrame } from '../image/panel.ts'
+import { type PanelProfile, panelLook, renderFrame } from '../image/panel.ts'
 import type { PromptRequest } from '../protocol/prompt.ts'
 import type { FrameStore, StoredFrame } from '../store/frame-store.ts'
 import type { CompleteContext, Job } from './job.ts'
@@ -133,8 +133,12 @@ async function deliver(
     jobId: job.id,
     prompt: prompt.prompt,
     finishedAt: deps.clock.now().toISOString(),
+    look: panelLook(panel),
     pixels,
   }
+  // What the prompt chose for this picture stays its own when the picture is rendered for a new panel.
+  if (prompt.fit !== undefined) stored.fit = prompt.fit
+  if (prompt.dither !== undefined) stored.dither = prompt.dither
   try {
     // The picture itself is kept too, so that a change of panel renders it anew (issue 15).
     await deps.store.save(stored, result.image)

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import type { Clock } from '../clock.ts'
-import { encodePanelFrame, type PanelProfile, renderFrame } from '../image/panel.ts'
+import { encodePanelFrame, type PanelProfile, panelLook, renderFrame } from '../image/panel.ts'
 import type { FrameStore, StoredFrame } from '../store/frame-store.ts'
 import type { DeviceOutput } from './output.ts'
 
@@ -10,8 +10,9 @@ import type { DeviceOutput } from './output.ts'
  * tell which one that is. The encoded chunks are kept in memory (bounded in bytes, least recently used
  * forgotten first), so a resend does no disk read and no re-encoding.
  *
- * A kept frame made for another panel (the display reported another size or format since) is not sent as it
- * is: the picture it was made from is rendered anew for the panel, kept, and sent (issue 15).
+ * A kept frame made for another panel (the display reported another size, format, palette, dither or tone
+ * since) is not sent as it is: the picture it was made from is rendered anew for the panel, with what its
+ * prompt chose (fit, dither) kept, and sent (issue 15).
  */
 
 export interface LastFrame {
@@ -87,9 +88,10 @@ export function createLastFrame(deps: {
       return undefined
     }
     const frameId = deps.store.nextFrameId(deviceId)
-    const { pixels, chunks } = await renderFrame(source, panel, { frameId, preview: false })
+    const made = asMade(meta, panel)
+    const { pixels, chunks } = await renderFrame(source, made, { frameId, preview: false })
     const { width, height, format } = panel
-    const frame: StoredFrame = { ...meta, frameId, width, height, format, pixels }
+    const frame: StoredFrame = { ...meta, frameId, width, height, format, look: panelLook(made), pixels }
     frame.finishedAt = deps.clock.now().toISOString()
     await deps.store.save(frame)
     put(deviceId, frameId, JSON.stringify(panel), chunks)
@@ -133,7 +135,7 @@ export function createLastFrame(deps: {
       const frame = await oneAtATime(deviceId, async () => {
         const meta = deps.store.meta(deviceId)
         const panel = deps.panelOf(deviceId)
-        // Same size and format: the kept frame is still right (a resend re-encodes it for the new bands).
+        // Same size, format and look: the kept frame is still right (a resend re-encodes it for the new bands).
         if (!meta) return undefined
         if (fits(meta, panel)) return chunksOf(deviceId)
         return rerender(deviceId, panel, undefined)
@@ -145,6 +147,15 @@ export function createLastFrame(deps: {
   }
 }
 
-function fits(frame: Pick<StoredFrame, 'width' | 'height' | 'format'>, panel: PanelProfile): boolean {
-  return frame.width === panel.width && frame.height === panel.height && frame.format === panel.format
+type MadeFor = Pick<StoredFrame, 'width' | 'height' | 'format' | 'look' | 'fit' | 'dither'>
+
+/** The panel as the frame's prompt used it: its own fit and dither over the panel's. */
+function asMade(frame: MadeFor, panel: PanelProfile): PanelProfile {
+  return { ...panel, fit: frame.fit ?? panel.fit, dither: frame.dither ?? panel.dither }
+}
+
+/** Whether the kept frame's pixels are what the panel would show; a frame kept without a look, by size and format. */
+function fits(frame: MadeFor, panel: PanelProfile): boolean {
+  const same = frame.width === panel.width && frame.height === panel.height && frame.format === panel.format
+  return same && (frame.look === undefined || frame.look === panelLook(asMade(frame, panel)))
 }

@@ -27,6 +27,11 @@ const metaSchema = z.object({
   jobId: z.string().max(64),
   prompt: z.string(),
   finishedAt: z.string(),
+  /** panelLook() of the panel it was made for; frames from before it was kept have none. */
+  look: z.string().max(16 * 1024).optional(),
+  /** The prompt's own fit and dither, kept for a render anew of the same picture. */
+  fit: z.enum(['cover', 'contain', 'fill']).optional(),
+  dither: z.enum(['floyd-steinberg', 'atkinson', 'ordered', 'none']).optional(),
 })
 
 export type FrameMeta = z.infer<typeof metaSchema>

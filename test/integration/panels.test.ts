@@ -196,4 +196,36 @@ describe('per-display panels', () => {
     expect(frame).toMatchObject({ width: 128, height: 64, format: 'gray4' })
     expect((await listed('tag')).telemetry).toMatchObject({ rssi: -61 })
   })
+  it('renders the kept picture anew for a new palette after a restart, keeping the dither its prompt chose', async () => {
+    // The panel's measured inks, set in DEVICES: muted, as 7-colour e-paper shows them.
+    const inks: [number, number, number][] = [
+      [20, 20, 30],
+      [230, 230, 220],
+      [60, 120, 70],
+      [50, 60, 130],
+      [170, 60, 50],
+      [210, 200, 70],
+      [200, 120, 60],
+    ]
+    const restartWith = async (eink: Record<string, unknown>) => {
+      const dataDir = bridge.dataDir
+      await Promise.all(devices.splice(0).map((d) => d.close()))
+      await bridge.app.stop('restart')
+      const settings = { A1111_BASE_URL: fake.url, HTTP_PORT: 0, DEVICES: JSON.stringify({ eink }) }
+      bridge = await startBridge(settings, dataDir)
+      const [frame] = await (await device('eink')).waitForFrames(1)
+      return frame!
+    }
+    const seven = base({ width: 800, height: 480, format: 'palette7' })
+    // Its last picture came from a prompt that asked for ordered dithering.
+    const frame = await restartWith({ ...DEVICES.eink, palette: inks })
+    const expected = await renderPixels(picture, { ...seven, palette: inks, dither: 'ordered' })
+    expect(frame.pixels.equals(expected)).toBe(true)
+    expect(expected.equals(await renderPixels(picture, { ...seven, dither: 'ordered' }))).toBe(false)
+    // A change that alters only how the same pixels are sent sends them again as they are.
+    const resent = await restartWith({ ...DEVICES.eink, palette: inks, band_rows: 40 })
+    expect(resent.frameId).toBe(frame.frameId)
+    expect(resent.pixels.equals(expected)).toBe(true)
+    expectBands(devices[0]!, resent, 40)
+  })
 })

@@ -1,6 +1,7 @@
 import type { Client } from 'aedes'
 import type { Logger } from 'pino'
 import { topicMatches } from '../protocol/topics.ts'
+import type { SubscriptionIndex } from './subscription-index.ts'
 
 /*
  * Frame delivery that no single device can stall. Aedes fans every broker.publish() out through one
@@ -8,6 +9,9 @@ import { topicMatches } from '../protocol/topics.ts'
  * for everyone. Frames therefore skip that queue: each subscribed client
  * gets its own small outbox and is written to directly with client.publish(). Memory per client stays
  * bounded because a newer frame on a topic replaces whatever of the older one has not been written yet.
+ *
+ * The subscribers of a frame come from the broker's subscription index (subscription-index.ts), so a frame
+ * costs in proportion to the clients subscribed to its topic, not to all those connected (issue 14).
  */
 
 /** Chunks handed to a client's socket and not yet flushed; more waits in the outbox. */
@@ -46,13 +50,13 @@ export function subscriptionFilters(client: Client): string[] {
 export interface FrameDelivery {
   /**
    * Queues chunks for every connected client whose subscriptions match `topic`. Chunks of an older frame on
-   * the same topic that are still waiting are dropped first. Returns how many clients will get the frame.
+   * the same topic that are still waiting are dropped first. With a `tag` (the frame's identity), a client
+   * still receiving the same frame is left out. Returns how many clients will get the frame.
    */
-  send(topic: string, chunks: readonly Buffer[]): number
+  send(topic: string, chunks: readonly Buffer[], tag?: string): number
   /**
-   * Queues chunks for one client (a frame resent because it subscribed or asked). With a `tag` (the frame's
-   * identity), nothing is queued while the same frame is still on its way to that client. Returns whether
-   * the chunks were queued.
+   * Queues chunks for one client (a frame resent because it subscribed or asked). With a `tag`, nothing is
+   * queued while the same frame is still on its way to that client. Returns whether the chunks were queued.
    */
   sendTo(client: Client, topic: string, chunks: readonly Buffer[], tag?: string): boolean
   /** The QoS a client's subscriptions grant for `topic`, or null when it is not subscribed. */
@@ -64,29 +68,57 @@ export interface FrameDelivery {
 }
 
 export function createFrameDelivery(deps: {
-  clients: () => Iterable<Client>
+  /** Who holds which filter, kept current by the broker from Aedes' subscription events. */
+  subscribers: SubscriptionIndex<Client>
   log: Logger
   onChunkSent?: (bytes: number) => void
   /** Whether the access rules let `client` read `topic` (an ACL file can refuse part of a wildcard). */
   mayRead?: (client: Client, topic: string) => boolean
+  /** A closed client was found in the index (Aedes never said it disconnected): the broker forgets it. */
+  closedFound?: (client: Client) => void
 }): FrameDelivery {
   const outboxes = new Map<Client, Outbox>()
   let sequence = 0
 
+  /** The QoS one filter of a client grants a frame, or null when Aedes no longer has it. */
+  function qosOf(client: Client, filter: string): 0 | 1 | null {
+    const sub = (client as ClientWithSubscriptions).subscriptions?.[filter]
+    if (!sub) return null
+    // Frames go at QoS 1 at most. A persistent (clean=false) session would make Aedes store every QoS 1
+    // frame for an offline client without bound, so those get QoS 0.
+    return sub.qos >= 1 && client.clean ? 1 : 0
+  }
+
   function grantedQos(client: Client, topic: string): 0 | 1 | null {
-    const subs = (client as ClientWithSubscriptions).subscriptions
-    if (!subs || deps.mayRead?.(client, topic) === false) return null
+    if (deps.mayRead?.(client, topic) === false) return null
     let best: 0 | 1 | null = null
-    for (const [filter, sub] of Object.entries(subs)) {
-      if (!sub || !topicMatches(filter, topic)) continue
-      // Frames go at QoS 1 at most. A persistent (clean=false) session would make Aedes store every QoS 1
-      // frame for an offline client without bound, so those get QoS 0.
-      const qos: 0 | 1 = sub.qos >= 1 && client.clean ? 1 : 0
-      if (best === null || qos > best) best = qos
+    for (const filter of deps.subscribers.filtersOf(client)) {
+      if (!topicMatches(filter, topic)) continue
+      const qos = qosOf(client, filter)
+      if (qos !== null && (best === null || qos > best)) best = qos
     }
     return best
   }
 
+  /** The clients subscribed to `topic`, each with the best QoS its matching filters grant. */
+  function subscribersOf(topic: string): Map<Client, 0 | 1> {
+    const found = new Map<Client, 0 | 1>()
+    let gone: Client[] | undefined
+    deps.subscribers.match(topic, (client, filter) => {
+      if (client.closed) {
+        gone ??= []
+        gone.push(client)
+        return
+      }
+      const qos = qosOf(client, filter)
+      if (qos === null) return
+      const had = found.get(client)
+      if (had === undefined || qos > had) found.set(client, qos)
+    })
+    // A client Aedes closed without telling (it never said it disconnected) is not visited again.
+    if (gone) for (const client of gone) deps.closedFound?.(client)
+    return found
+  }
   function outboxOf(client: Client): Outbox {
     let box = outboxes.get(client)
     if (!box) {
@@ -145,12 +177,12 @@ export function createFrameDelivery(deps: {
   }
 
   return {
-    send(topic, chunks) {
+    send(topic, chunks, tag) {
       let count = 0
-      for (const client of deps.clients()) {
-        const qos = grantedQos(client, topic)
-        if (qos === null || client.closed) continue
-        enqueue(client, topic, chunks, qos)
+      for (const [client, qos] of subscribersOf(topic)) {
+        if (deps.mayRead?.(client, topic) === false) continue
+        if (tag !== undefined && outboxes.get(client)?.pending.get(topic) === tag) continue
+        enqueue(client, topic, chunks, qos, tag)
         count++
       }
       return count

@@ -4,15 +4,15 @@ import type { Duplex } from 'node:stream'
 import { Aedes, type AuthorizePublishHandler, type Client } from 'aedes'
 import type { Logger } from 'pino'
 import type { Topics } from '../protocol/topics.ts'
-import { topicMatches } from '../protocol/topics.ts'
 import type { BrokerAccess } from './access.ts'
 import { createAccessHooks, remoteOf } from './access-hooks.ts'
 import { createClientLimits } from './client-limits.ts'
-import { createFrameDelivery } from './delivery.ts'
+import { createFrameDelivery, subscriptionFilters } from './delivery.ts'
 import { aedesLimits, type BrokerLimits, createConnectionLimits, defaultBrokerLimits } from './limits.ts'
 import { createListeners, type ListenerOptions, type Listeners } from './listeners.ts'
 import type { BrokerHandlers, BrokerPort } from './port.ts'
-import { deviceOfFilter, subscribedDeviceIds } from './presence.ts'
+import { createPresence, displayOfFilter } from './presence.ts'
+import { createSubscriptionIndex } from './subscription-index.ts'
 
 /*
  * The embedded MQTT broker (Aedes 1.x, MQTT 3.1.1), the first adapter of the broker port and the only module
@@ -72,11 +72,22 @@ export function createEmbeddedBroker(
   let closing: Promise<void> | null = null
   let retainedSequence = 0
 
+  // Who holds which filter (for frames) and which displays that makes online, from Aedes' events below.
+  const subscribers = createSubscriptionIndex<Client>()
+  const presence = createPresence(topics.base)
+  const hold = (client: Client, filter: string) => subscribers.add(client, filter) && presence.held(filter)
+  const release = (client: Client, filter: string) =>
+    subscribers.remove(client, filter) && presence.released(filter)
+  const releaseAll = (client: Client) => {
+    for (const filter of subscribers.drop(client)) presence.released(filter)
+  }
+
   const delivery = createFrameDelivery({
-    clients: () => clients.values(),
+    subscribers,
     log,
     onChunkSent: deps.onChunkSent,
     mayRead: hooks.mayRead,
+    closedFound: releaseAll,
   })
 
   const authorizePublish: AuthorizePublishHandler = (client, packet, callback) => {
@@ -117,9 +128,8 @@ export function createEmbeddedBroker(
   function frameSubscriptions(client: Client, filters: string[]): void {
     const notified = new Set<string>()
     for (const filter of filters) {
-      const deviceId = deviceOfFilter(filter, topics.base)
+      const deviceId = displayOfFilter(filter, topics.base)
       if (deviceId === undefined || notified.has(deviceId)) continue
-      if (!topicMatches(filter, topics.device(deviceId, 'frame'))) continue
       notified.add(deviceId)
       handlers?.frameSubscribed(deviceId, client.id)
     }
@@ -128,17 +138,26 @@ export function createEmbeddedBroker(
   function trackClients(broker: Aedes): void {
     broker.on('clientReady', (client) => {
       clients.set(client.id, client)
+      // A persistent session's subscriptions come back from the store without a subscribe event.
+      for (const filter of subscriptionFilters(client)) hold(client, filter)
       log.debug({ clientId: client.id, clean: client.clean }, 'client connected')
     })
     broker.on('clientDisconnect', (client) => {
       if (clients.get(client.id) === client) clients.delete(client.id)
       delivery.forget(client)
+      releaseAll(client)
       log.debug({ clientId: client.id }, 'client disconnected')
     })
     broker.on('subscribe', (subs, client) => {
       // Aedes reports a refused subscription with the SUBACK failure code 128 in place of a QoS.
       const granted = subs.filter((s) => (s.qos as number) !== 128).map((s) => s.topic)
-      if (granted.length > 0) frameSubscriptions(client, granted)
+      // A client closed meanwhile has had its disconnect already; it is not indexed again.
+      if (granted.length === 0 || client.closed) return
+      for (const filter of granted) hold(client, filter)
+      frameSubscriptions(client, granted)
+    })
+    broker.on('unsubscribe', (filters, client) => {
+      for (const filter of filters) release(client, filter)
     })
     broker.on('clientError', (client, err) => {
       log.debug({ clientId: client.id, reason: err.message }, 'client error')
@@ -230,13 +249,11 @@ export function createEmbeddedBroker(
       if (only && delivery.grantedQos(only, topic) !== null) {
         return delivery.sendTo(only, topic, chunks, target.tag) ? 1 : 0
       }
-      if (target.tag === undefined) return delivery.send(topic, chunks)
-      let count = 0
-      for (const client of clients.values()) if (delivery.sendTo(client, topic, chunks, target.tag)) count++
-      return count
+      return delivery.send(topic, chunks, target.tag)
     },
 
-    connectedDeviceIds: () => subscribedDeviceIds(clients.values(), topics.base),
+    connectedDeviceIds: () => presence.deviceIds(),
+    onPresence: (listener) => presence.listen(listener),
     connectedClients: () => clients.size,
     queuedChunks: () => delivery.queuedChunks(),
     report: () => ({

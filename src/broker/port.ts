@@ -84,8 +84,13 @@ export interface BrokerPort {
   publishBridgeState(state: 'online' | 'offline'): Promise<void>
   /** Hands a frame's chunks to the subscribers of the device's frame topic. Returns how many get it. */
   sendFrame(deviceId: string, chunks: readonly Buffer[], options?: FrameTarget): number
-  /** Device ids that a connected client subscribed under (the displays that are online). */
+  /** Device ids whose frame topic a connected client subscribed to (the displays that are online). */
   connectedDeviceIds(): Set<string>
+  /**
+   * Hears each display that comes online (`true`) or goes (`false`), as `connectedDeviceIds()` changes;
+   * returns the function that stops it. Only a broker that sees every connection has it (the embedded one).
+   */
+  onPresence?(listener: (deviceId: string, online: boolean) => void): () => void
   connectedClients(): number
   /** Frame chunks waiting for slow clients. */
   queuedChunks(): number

@@ -1,5 +1,6 @@
 import { mkdir, writeFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
+import { fanout } from './fanout.ts'
 import { http } from './http.ts'
 import { idleRss } from './idle-rss.ts'
 import { latency } from './latency.ts'
@@ -22,6 +23,7 @@ const BENCHES: Record<string, Bench> = {
   answer,
   dither,
   auth,
+  fanout,
 }
 
 const { values } = parseArgs({

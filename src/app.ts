@@ -108,6 +108,8 @@ export function createApp(config: Config, deps: AppDeps): App {
         ...{ log: child('broker'), topics, access, onChunkSent },
         monotonic: () => clock.monotonic(),
       })
+  // Displays coming and going, where the broker sees them (the embedded one); undefined for an external one.
+  const presence = broker.onPresence?.bind(broker)
   const output = createDeviceOutput({ broker, clock, events, log: child('jobs') })
   const panels = createDisplayPanels({
     ...{ defaults: panel, devices: config.DEVICES, dataDir: config.DATA_DIR, output, events, clock },
@@ -145,7 +147,7 @@ export function createApp(config: Config, deps: AppDeps): App {
   })
   const homeAssistant = homeAssistantFromConfig(config, {
     ...{ events, intake, queue, store, log: child('ha') },
-    ...{ panelOf, connectedIds: () => broker.connectedDeviceIds() },
+    ...{ panelOf, connectedIds: () => broker.connectedDeviceIds(), presence },
     generators: () => ({
       up: generators.filter((g) => health.stateOf(g) === 'up').length,
       total: generators.length,
@@ -173,6 +175,7 @@ export function createApp(config: Config, deps: AppDeps): App {
           ...{ config, log: child('http'), queue, intake, store, newJobId, panel, events, clock },
           devices: () => devices.list(),
           generatorStatuses: () => health.statuses(),
+          presence,
           forgetDevice,
           panelOf,
           health: createHealthReport({

@@ -28,7 +28,7 @@ import { type BridgeSensors, haStatus, lastErrorState, pickTelemetry, promptStat
  * nothing in the job path waits for it.
  */
 
-/** How often the link checks which displays are connected (no broker event says a display left). */
+/** How often the link checks which displays are connected where no broker event says one left (external). */
 const PRESENCE_INTERVAL_MS = 10_000
 
 export interface HomeAssistant extends Part {
@@ -46,6 +46,8 @@ export interface HomeAssistantDeps {
   store: Pick<FrameStore, 'meta' | 'read'>
   known: KnownDisplays
   connectedIds(): Set<string>
+  /** Displays coming and going, from a broker that sees them: availability follows these, not a timer. */
+  presence?: ((listener: (deviceId: string, online: boolean) => void) => () => void) | undefined
   panelOf(deviceId: string): PanelProfile
   generators(): { up: number; total: number }
   log: Logger
@@ -94,8 +96,7 @@ export function createHomeAssistant(
     if (withPicture) publishPicture(id)
   }
 
-  function publishAvailability(id: string, always: boolean): void {
-    const now = deps.connectedIds().has(id)
+  function publishAvailability(id: string, always: boolean, now = deps.connectedIds().has(id)): void {
     if (!always && online.get(id) === now) return
     online.set(id, now)
     link.publish(topics.display(id, 'availability'), now ? 'online' : 'offline', { retain: true })
@@ -268,9 +269,13 @@ export function createHomeAssistant(
         },
         message,
       })
-      presence = setInterval(() => {
-        for (const display of known.all()) publishAvailability(display.id, false)
-      }, PRESENCE_INTERVAL_MS).unref()
+      // Only displays Home Assistant has a device for; an unknown one gets it once it sends something.
+      if (deps.presence)
+        unsubscribe.push(deps.presence((id, up) => known.get(id) && publishAvailability(id, false, up)))
+      else
+        presence = setInterval(() => {
+          for (const display of known.all()) publishAvailability(display.id, false)
+        }, PRESENCE_INTERVAL_MS).unref()
     },
     async stop() {
       clearInterval(presence)

@@ -31,7 +31,10 @@ export interface DashboardDeps extends LiveDeps {
 
 /** The browser waits this long before it opens a stream again (the SSE `retry:` field). */
 const RETRY_MS = 3_000
-/** A comment line this often keeps proxies from closing a quiet stream; devices are looked at as often. */
+/**
+ * A comment line this often keeps proxies from closing a quiet stream; where the broker gives no presence
+ * notices, the device list is looked at as often.
+ */
 const HEARTBEAT_MS = 15_000
 /** What may wait for one slow page beyond its socket's buffer; past it the page is dropped, not buffered. */
 const MAX_QUEUED_BYTES = 1024 * 1024
@@ -53,7 +56,11 @@ export function registerDashboard(app: FastifyInstance, deps: DashboardDeps): vo
     const tokens = createEventTokens(() => deps.clock.monotonic())
     const keyMatches = deps.apiKey === undefined ? () => true : createKeyCheck(deps.apiKey)
     const streams = new Set<FastifyReply>()
-    const devicesTimer = setInterval(() => live.refreshDevices(), HEARTBEAT_MS).unref()
+    // Only where the broker gives no presence notices (the external broker counts a display as connected
+    // for a while after it last spoke, which no event marks the end of): a slow look at the list.
+    const devicesTimer = deps.presence
+      ? undefined
+      : setInterval(() => live.refreshDevices(), HEARTBEAT_MS).unref()
 
     // Open streams would hold app.close() forever: end them first.
     scope.addHook('preClose', async () => {

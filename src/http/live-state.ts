@@ -1,3 +1,4 @@
+import type { Clock } from '../clock.ts'
 import type { EventBus } from '../events.ts'
 import type { GeneratorStatus } from '../generator/health.ts'
 import type { PanelProfile } from '../image/panel.ts'
@@ -19,7 +20,16 @@ export interface LiveDeps {
   panel: PanelProfile
   devices(): DeviceInfo[]
   generators(): GeneratorStatus[]
+  /**
+   * The broker's notices that a display came or went, where its port gives them (the embedded broker sees
+   * each connection). Without them the device list is looked at on a slow timer instead (dashboard.ts).
+   */
+  presence?: PresenceNotices | undefined
+  clock: Pick<Clock, 'monotonic'>
 }
+
+/** Subscribes to presence notices; returns the function that stops them. */
+export type PresenceNotices = (listener: (deviceId: string, online: boolean) => void) => () => void
 
 /** One change for the page: an SSE event name and its JSON body. */
 export interface LiveEvent {
@@ -33,10 +43,16 @@ export interface LiveState {
   subscribe(listener: (event: LiveEvent) => void): () => void
   /** The preview frame a running job last sent to the display, if any. */
   preview(deviceId: string): AssembledFrame | undefined
-  /** Looks whether displays came or went (connections are not on the bus); called on the heartbeat. */
+  /** Looks whether displays came or went; on each presence notice, or on a slow timer where none come. */
   refreshDevices(): void
   stop(): void
 }
+
+/**
+ * Presence notices come one per display; when thousands reconnect at once (the bridge or the network came
+ * back), the device list is looked at once for the first and then at most this often, not once per display.
+ */
+const PRESENCE_REFRESH_MS = 250
 
 /** Generation times kept per generator for the page. */
 const RECENT_TIMES = 10
@@ -148,6 +164,34 @@ export function createLiveState(deps: LiveDeps): LiveState {
     }),
   ]
 
+  let refreshTimer: NodeJS.Timeout | undefined
+  let refreshedAt = Number.NEGATIVE_INFINITY
+  /** A display came or went: the list now, or once the last look is PRESENCE_REFRESH_MS old. */
+  function presenceChanged(): void {
+    if (refreshTimer !== undefined) return
+    const wait = refreshedAt + PRESENCE_REFRESH_MS - deps.clock.monotonic()
+    if (wait <= 0) {
+      refreshedAt = deps.clock.monotonic()
+      refreshDevices()
+      return
+    }
+    refreshTimer = setTimeout(() => {
+      refreshTimer = undefined
+      refreshedAt = deps.clock.monotonic()
+      refreshDevices()
+    }, wait).unref()
+  }
+  if (deps.presence) offs.push(deps.presence(presenceChanged))
+
+  function refreshDevices(): void {
+    if (listeners.size === 0) return
+    const devices = devicesView()
+    const text = JSON.stringify(devices.map(({ id, connected }) => [id, connected]))
+    if (text === lastDevices) return
+    lastDevices = text
+    broadcast({ event: 'devices', data: devices })
+  }
+
   return {
     snapshot() {
       const devices = devicesView()
@@ -165,15 +209,9 @@ export function createLiveState(deps: LiveDeps): LiveState {
       return () => listeners.delete(listener)
     },
     preview: (deviceId) => previews.get(deviceId)?.frame,
-    refreshDevices() {
-      if (listeners.size === 0) return
-      const devices = devicesView()
-      const text = JSON.stringify(devices.map(({ id, connected }) => [id, connected]))
-      if (text === lastDevices) return
-      lastDevices = text
-      broadcast({ event: 'devices', data: devices })
-    },
+    refreshDevices,
     stop() {
+      clearTimeout(refreshTimer)
       for (const off of offs) off()
       listeners.clear()
     },

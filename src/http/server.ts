@@ -13,6 +13,7 @@ import { createKeyCheck } from './auth.ts'
 import { registerDashboard } from './dashboard.ts'
 import { type DevicesDeps, registerDeviceRoutes } from './devices.ts'
 import { sendError } from './errors.ts'
+import type { PresenceNotices } from './live-state.ts'
 import { type PassthroughDeps, registerPassthrough } from './passthrough.ts'
 
 /*
@@ -32,6 +33,8 @@ export interface HttpDeps extends PassthroughDeps, DevicesDeps {
   extraRoutes?: ((app: FastifyInstance) => void)[]
   /** The generators as /health shows them, for the dashboard. */
   generatorStatuses(): GeneratorStatus[]
+  /** Displays coming and going, from a broker that sees them (the dashboard's device list follows them). */
+  presence?: PresenceNotices | undefined
 }
 
 export function buildHttpApp(deps: HttpDeps): FastifyInstance {

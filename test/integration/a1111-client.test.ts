@@ -351,6 +351,29 @@ describe('the fake A1111 itself', () => {
     ])
   })
 
+  it('cachedAnswer: every txt2img, whatever it asks, gets the same 660 KB body, and the job still runs', async () => {
+    const server = await fake({ cachedAnswer: true })
+    const ends: StateDict[] = []
+    server.events.on('end', (s: StateDict) => ends.push(s))
+    const post = (prompt: string) =>
+      fetch(`${server.url}/sdapi/v1/txt2img`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ prompt, seed: -1, width: 64, height: 64 }),
+      }).then((res) => res.text())
+    const [first, second] = [await post('fox'), await post('owl')]
+    expect(second).toBe(first)
+    expect(first.length).toBeGreaterThan(600_000)
+    expect(ends).toHaveLength(2)
+    // The bridge's own client reads it like any answer: a noisy 512x512 PNG and seed 42.
+    const result = await client(server).generate(PAYLOAD, hooks())
+    const meta = await sharp(result.image).metadata()
+    expect([meta.format, meta.width, meta.height, result.seed]).toEqual(['png', 512, 512, 42])
+    expect(result.image.length).toBeGreaterThan(450_000)
+    server.setFault('error500')
+    await failure(client(server).generate(PAYLOAD, hooks()), 'E_A1111_FAILED')
+  })
+
   it('validates bodies like FastAPI 0.94: text/plain is not a dict, steps must be an integer', async () => {
     const server = await fake()
     const post = (body: string, type: string) =>

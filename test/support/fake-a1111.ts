@@ -1,7 +1,16 @@
 import type { EventEmitter } from 'node:events'
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { MODEL, pyJson, type ValidationIssue, validateTxt2Img } from './fake-a1111-model.ts'
+import { makePng } from './fake-a1111-image.ts'
+import {
+  infoObject,
+  infotext,
+  MODEL,
+  pyJson,
+  resolveSampler,
+  type ValidationIssue,
+  validateTxt2Img,
+} from './fake-a1111-model.ts'
 import { createSdState, type SdState, type StateDict } from './fake-a1111-state.ts'
 
 /**
@@ -59,6 +68,13 @@ export interface FakeA1111Options {
   port?: number
   /** 512x512 pictures of about 500 KB, like real output, for benchmarks. */
   noise?: boolean
+  /**
+   * Every txt2img answers with the same body, made once at start: a noisy 512x512 PNG of about 500 KB in
+   * 660 KB of JSON, whatever was asked. A benchmark's floor then measures the bridge's side of the answer,
+   * not the fake encoding a new PNG (50-80 ms here). The queue, `latencyMs`, `stepMs` and the events still
+   * apply; faults are answered as usual.
+   */
+  cachedAnswer?: boolean
   /** `--api-auth username:password`. */
   auth?: { username: string; password: string }
   fault?: Fault
@@ -122,6 +138,7 @@ export async function startFakeA1111(options: FakeA1111Options = {}): Promise<Fa
     showProgressEveryNSteps: settings.showProgressEveryNSteps,
     closed: closing.signal,
   })
+  const cached = options.cachedAnswer ? await cachedTxt2ImgBody() : undefined
   const requests: RecordedRequest[] = []
   let fault: Fault = options.fault ?? null
   let interrupts = 0
@@ -165,6 +182,12 @@ export async function startFakeA1111(options: FakeA1111Options = {}): Promise<Fa
         return sendJson(ctx.res, 200, DEEP_JSON)
     }
     const started = performance.now()
+    if (cached !== undefined && fault === null) {
+      // The generation runs as usual (queue, waits, events), without pictures; the answer is the cached one.
+      await sd.enqueue({ ...checked.parameters, send_images: false })
+      const processTime = String((performance.now() - started) / 1000)
+      return send(ctx.res, 200, 'application/json', cached, { 'x-process-time': processTime })
+    }
     const answer = await sd.enqueue(checked.parameters)
     if (fault === 'no-images') answer.images = []
     if (fault === 'bad-image') answer.images = [Buffer.from('this is not a picture').toString('base64')]
@@ -306,6 +329,41 @@ export async function startFakeA1111(options: FakeA1111Options = {}): Promise<Fa
   }
 }
 
+/** The body of `cachedAnswer`: what A1111 answers a default request with seed 42, as bytes. */
+async function cachedTxt2ImgBody(): Promise<Buffer> {
+  const checked = validateTxt2Img({
+    prompt: 'a lighthouse at dusk',
+    seed: 42,
+    steps: 20,
+    width: 512,
+    height: 512,
+  })
+  if (!checked.ok) throw new Error('the cached request does not validate')
+  const { parameters } = checked
+  const facts = {
+    parameters,
+    seed: 42,
+    subseed: 7,
+    sampler: resolveSampler(parameters),
+    images: 1,
+    timestamp: '0',
+  }
+  const png = await makePng({
+    seed: 42,
+    width: 512,
+    height: 512,
+    noise: true,
+    done: 1,
+    infotext: infotext(facts, 0),
+  })
+  const body = {
+    images: [png.toString('base64')],
+    parameters,
+    info: pyJson(infoObject(facts), { compact: false }),
+  }
+  return Buffer.from(pyJson(body, { compact: true }))
+}
+
 const BOOL_ISSUE = { msg: 'value could not be parsed to a boolean', type: 'type_error.bool' }
 
 function parseQueryBool(value: string | null): boolean | undefined {
@@ -389,7 +447,7 @@ function jsonDecodeIssue(doc: string, err: Error): ValidationIssue & { ctx: Reco
   }
 }
 
-function send(res: ServerResponse, status: number, type: string, body: string, headers = {}): void {
+function send(res: ServerResponse, status: number, type: string, body: string | Buffer, headers = {}): void {
   if (res.destroyed) return
   res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), ...headers })
   res.end(body)

@@ -28,7 +28,10 @@ const metaSchema = z.object({
   prompt: z.string(),
   finishedAt: z.string(),
   /** panelLook() of the panel it was made for; frames from before it was kept have none. */
-  look: z.string().max(16 * 1024).optional(),
+  look: z
+    .string()
+    .max(16 * 1024)
+    .optional(),
   /** The prompt's own fit and dither, kept for a render anew of the same picture. */
   fit: z.enum(['cover', 'contain', 'fill']).optional(),
   dither: z.enum(['floyd-steinberg', 'atkinson', 'ordered', 'none']).optional(),

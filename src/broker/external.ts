@@ -45,11 +45,12 @@ export function createExternalBroker(
   let closing: Promise<void> | null = null
 
   const outbox = createTopicOutbox({
-    publish: (topic, payload) => {
-      if (!link) return Promise.reject(new Error('the broker is closed'))
-      return link.client
-        .publishAsync(topic, payload, { qos: 1 })
-        .then(() => deps.onChunkSent?.(payload.length))
+    publish(topic, payload, done) {
+      if (!link) return done(new Error('the broker is closed'))
+      link.client.publish(topic, payload, { qos: 1 }, (err) => {
+        if (!err) deps.onChunkSent?.(payload.length)
+        done(err)
+      })
     },
     connected: () => link?.connected() ?? false,
     log,

@@ -70,6 +70,9 @@ export function createIntake(deps: {
   const monotonic = () => clock.monotonic()
   const senderLimit = createRateLimit(deps.senderLimitPerMinute, monotonic)
   const getLimit = createTokenBuckets(deps.getLimit.burst, deps.getLimit.intervalMs, monotonic)
+  /** Refusals by RATE_LIMIT_SENDER, which get no status; and one warn line per connection a minute. */
+  const senderRefusals = new WeakSet<AppError>()
+  const senderWarned = createRateLimit(1, monotonic)
 
   function reject(deviceId: string, err: AppError, requestId?: string | number): void {
     deps.output.status(deviceId, { id: newJobId(), requestId }, { state: 'error', error: err.toJSON() })
@@ -84,28 +87,38 @@ export function createIntake(deps: {
     return appErr
   }
 
+  /**
+   * Counts one prompt (a malformed one too) against its connection's and its address's budget
+   * (RATE_LIMIT_SENDER) and says which one is spent, if either is.
+   */
+  function senderSpent(from: PromptSender): string | undefined {
+    if (from.clientId !== undefined && !senderLimit.take(`client\0${from.clientId}`)) return 'this connection'
+    if (from.remote !== undefined && !senderLimit.take(`remote\0${from.remote}`)) return 'this address'
+    return undefined
+  }
+
+  function senderRefusal(sender: string): AppError {
+    const err = new AppError(
+      'E_RATE_LIMITED',
+      `more than ${deps.senderLimitPerMinute} prompts from ${sender} in the last minute (RATE_LIMIT_SENDER, over all its devices); wait a little`,
+    )
+    senderRefusals.add(err)
+    return err
+  }
+
   async function submitPrompt(
     deviceId: string,
     prompt: PromptRequest,
     from: PromptSender = {},
   ): Promise<Job> {
+    // The sender first: a client rotating invented ids must not leave a per-device entry for each.
+    const sender = senderSpent(from)
+    if (sender) throw senderRefusal(sender)
     deps.seen(deviceId)
     if (!deps.rateLimit.take(deviceId)) {
       throw new AppError(
         'E_RATE_LIMITED',
         `more than ${deps.rateLimitPerMinute} prompts from ${deviceId} in the last minute (RATE_LIMIT); wait a little`,
-      )
-    }
-    const sender =
-      from.clientId !== undefined && !senderLimit.take(`client\0${from.clientId}`)
-        ? 'this connection'
-        : from.remote !== undefined && !senderLimit.take(`remote\0${from.remote}`)
-          ? 'this address'
-          : undefined
-    if (sender) {
-      throw new AppError(
-        'E_RATE_LIMITED',
-        `more than ${deps.senderLimitPerMinute} prompts from ${sender} in the last minute (RATE_LIMIT_SENDER, over all its devices); wait a little`,
       )
     }
     deps.queue.admit(deviceId)
@@ -135,10 +148,15 @@ export function createIntake(deps: {
     redelivered: boolean,
     remote?: string,
   ): Promise<void> {
+    const from = { clientId, remote }
     let prompt: PromptRequest
     try {
       prompt = parsePromptPayload(payload)
     } catch (err) {
+      // A malformed prompt counts against its sender too, and past the limit gets no status: one status
+      // per invented id would be the flood's answer, retained.
+      const sender = senderSpent(from)
+      if (sender) return senderRefused(deviceId, clientId, senderRefusal(sender))
       reject(deviceId, logRefusal(err, deviceId, clientId))
       return
     }
@@ -150,10 +168,21 @@ export function createIntake(deps: {
       return
     }
     try {
-      await submitPrompt(deviceId, prompt, { clientId, remote })
+      await submitPrompt(deviceId, prompt, from)
     } catch (err) {
+      if (senderRefusals.has(err as AppError)) return senderRefused(deviceId, clientId, err as AppError)
       reject(deviceId, logRefusal(err, deviceId, clientId), prompt.requestId)
     }
+  }
+
+  /**
+   * A prompt past its sender's limit: no status goes back (the sender may be inventing a new id for each),
+   * and one warn line per sender and minute says so.
+   */
+  function senderRefused(deviceId: string, clientId: string, err: AppError): void {
+    const fields = { deviceId, clientId, code: err.code, reason: err.message }
+    if (senderWarned.take(clientId)) log.warn(fields, 'prompt refused')
+    else log.debug(fields, 'prompt refused')
   }
 
   return {

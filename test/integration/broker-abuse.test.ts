@@ -4,7 +4,7 @@ import { connectAsync, type MqttClient } from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startBridge, type TestBridge } from '../support/bridge.ts'
 import { connectDevice, type TestDevice } from '../support/device.ts'
-import { connectPacket, oversizedPublishHeader } from '../support/raw-mqtt.ts'
+import { connectPacket, oversizedPublishHeader, subscribePacket } from '../support/raw-mqtt.ts'
 
 /*
  * The embedded broker attacked over raw sockets while a display that behaves keeps working (issue 10,
@@ -65,6 +65,26 @@ async function connected(socket: Socket, clientId: string): Promise<void> {
 
 const nextMessage = (client: MqttClient) =>
   new Promise<void>((resolve) => client.once('message', () => resolve()))
+
+/** Resolves once `n` log lines, logged already or still to come, match. */
+function lines(bridge: TestBridge, match: (line: Record<string, unknown>) => boolean, n: number) {
+  let seen = 0
+  return bridge.line((line) => match(line) && ++seen >= n)
+}
+
+const anyClient = (bridge: TestBridge, clientId?: string) =>
+  connectAsync(bridge.mqttUrl, { protocolVersion: 4, reconnectPeriod: 0, ...(clientId && { clientId }) })
+
+/** The SUBACK's return codes; mqtt.js rejects a SUBACK that refuses a filter, with the packet on the error. */
+async function grants(client: MqttClient, filters: string[]): Promise<number[]> {
+  try {
+    return (await client.subscribeAsync(filters, { qos: 1 })).map((g) => g.qos)
+  } catch (err) {
+    const codes = (err as { packet?: { granted?: number[] } }).packet?.granted
+    if (codes) return codes
+    throw err
+  }
+}
 
 const held = () => {
   const m = process.memoryUsage()
@@ -201,6 +221,19 @@ describe('connection and client limits', () => {
     }
   })
 
+  it('drops a socket that sends no CONNECT within MQTT_CONNECT_TIMEOUT', async () => {
+    const bridge = await startBridge({ MQTT_CONNECT_TIMEOUT: 1 })
+    try {
+      const started = performance.now()
+      const silent = await rawSocket(bridge.mqttPort)
+      await closed(silent)
+      // Aedes on its own would wait 30 s.
+      expect(performance.now() - started).toBeLessThan(10_000)
+    } finally {
+      await bridge.stop()
+    }
+  }, 15_000)
+
   it('logs a client-id takeover with both addresses', async () => {
     const bridge = await startBridge()
     try {
@@ -250,6 +283,202 @@ describe('connection and client limits', () => {
       expect(got).toEqual(['free/topic'])
       await reader.endAsync()
       await writer.endAsync()
+    } finally {
+      await bridge.stop()
+    }
+  })
+})
+
+describe('floods that ask the bridge for work', () => {
+  it('answers gets past GET_BURST with nothing until GET_INTERVAL has passed', async () => {
+    const bridge = await startBridge({ GET_BURST: 3, GET_INTERVAL: 600 })
+    try {
+      const display = await connectDevice(bridge.mqttUrl, 'asker')
+      await display.prompt('a pier')
+      await display.waitForFrames(1)
+      for (let i = 0; i < 10; i++) await display.publish('get')
+      const isGet = (l: Record<string, unknown>) =>
+        l.deviceId === 'asker' &&
+        (l.msg === 'last frame requested' || l.msg === 'get ignored: asked too often')
+      await lines(bridge, isGet, 10)
+      const answered = bridge.logs.filter((l) => isGet(l) && l.msg === 'last frame requested')
+      expect(answered).toHaveLength(3)
+      // The first one answered is a whole frame to the asker, after the one it made.
+      await display.waitForFrames(2)
+      await display.close()
+    } finally {
+      await bridge.stop()
+    }
+  })
+
+  it('queues a frame once for a client that does not read it, however many gets ask for it again', async () => {
+    // 8 MB, more than the socket buffers of a client that never reads can take: the frame stays on its way.
+    const bridge = await startBridge({ GET_BURST: 1000, TARGET_WIDTH: 2048, TARGET_HEIGHT: 2048 })
+    try {
+      const maker = await connectDevice(bridge.mqttUrl, 'big')
+      await maker.prompt('a wide sea')
+      await maker.waitForFrames(1)
+      await maker.close()
+      // Subscribes and never reads a byte.
+      const frozen = await rawSocket(bridge.mqttPort)
+      frozen.pause()
+      frozen.write(Buffer.concat([connectPacket('frozen'), subscribePacket('pico/big/frame', 0)]))
+      await bridge.line(
+        (l) => l.msg === 'frame topic subscribed; sending the last frame' && l.clientId === 'frozen',
+      )
+      const asker = await anyClient(bridge)
+      for (let i = 0; i < 50; i++) await asker.publishAsync('pico/big/get', '', { qos: 1 })
+      await lines(bridge, (l) => l.deviceId === 'big' && l.msg === 'last frame requested', 50)
+      const answers = bridge.logs.filter((l) => l.deviceId === 'big' && l.msg === 'last frame requested')
+      // The copy its subscription started is still on its way: not one get adds another.
+      expect(answers.map((l) => l.clients)).toEqual(Array(50).fill(0))
+      await asker.endAsync()
+      frozen.destroy()
+    } finally {
+      await bridge.stop()
+    }
+  }, 60_000)
+
+  it('limits prompts per connection and per address, over all the ids they use (RATE_LIMIT_SENDER)', async () => {
+    const bridge = await startBridge({ RATE_LIMIT: 30, RATE_LIMIT_SENDER: 5 })
+    try {
+      const queued = () => bridge.logs.filter((l) => l.msg === 'prompt queued').length
+      const refused = (from: string) =>
+        bridge.logs.filter(
+          (l) => l.msg === 'prompt refused' && l.code === 'E_RATE_LIMITED' && String(l.reason).includes(from),
+        ).length
+      // Every status the bridge publishes, on every id.
+      const watcher = await anyClient(bridge)
+      const statuses: string[] = []
+      watcher.on('message', (topic, payload) => {
+        if (topic.endsWith('/status')) statuses.push(`${topic} ${JSON.parse(String(payload)).state}`)
+      })
+      await watcher.subscribeAsync('pico/+/status', { qos: 1 })
+      const rotor = await anyClient(bridge, 'rotor')
+      // 40 invented ids, one prompt each: the per-device limit alone lets every one through.
+      for (let i = 0; i < 40; i++) await rotor.publishAsync(`pico/rotated-${i}/prompt`, 'a cat', { qos: 1 })
+      expect([queued(), refused('this connection')]).toEqual([5, 35])
+      // Another connection from the same address is counted with the first; malformed prompts count too.
+      const second = await anyClient(bridge, 'second')
+      for (let i = 0; i < 10; i++) await second.publishAsync(`pico/bad-${i}/prompt`, '{', { qos: 1 })
+      await second.publishAsync('pico/fresh/prompt', 'a dog', { qos: 1 })
+      // Its first five had their connection's budget and not the address's; the rest had neither.
+      expect([queued(), refused('this address'), refused('this connection')]).toEqual([5, 5, 41])
+      // A marker round trip: every status the bridge sent is in by now.
+      await watcher.subscribeAsync('free/marker', { qos: 1 })
+      const marked = new Promise((resolve) => watcher.on('message', (t) => t === 'free/marker' && resolve(t)))
+      await rotor.publishAsync('free/marker', 'm', { qos: 1 })
+      await marked
+      // The refused ones were answered with nothing: no retained error on each invented id.
+      const errors = statuses.filter((s) => s.endsWith(' error'))
+      expect(errors).toEqual([])
+      expect(new Set(statuses.map((s) => s.split(' ')[0])).size).toBeLessThanOrEqual(5)
+      await Promise.all([rotor.endAsync(), second.endAsync(), watcher.endAsync()])
+    } finally {
+      await bridge.stop()
+    }
+  })
+})
+
+describe('what a client may make the broker keep', () => {
+  it('refuses a will on a bridge-owned topic with code 5, on the open broker too', async () => {
+    const bridge = await startBridge()
+    try {
+      const will = (topic: string) => ({
+        protocolVersion: 4 as const,
+        reconnectPeriod: 0,
+        will: { topic, payload: Buffer.from('{"state":"offline"}'), qos: 1 as const, retain: true },
+      })
+      for (const topic of ['pico/bridge/state', 'pico/kitchen/status', 'pico/kitchen/frame']) {
+        const err = await connectAsync(bridge.mqttUrl, will(topic)).catch((e: { code?: number }) => e)
+        expect([topic, (err as { code?: number }).code]).toEqual([topic, 5])
+      }
+      // A will on a topic a client may write is kept, and the bridge's state is still its own.
+      const fine = await connectAsync(bridge.mqttUrl, will('free/gone'))
+      fine.end(true)
+      const reader = await anyClient(bridge)
+      const state = new Promise<string>((resolve) => reader.once('message', (_t, p) => resolve(String(p))))
+      await reader.subscribeAsync('pico/bridge/state', { qos: 1 })
+      expect(JSON.parse(await state)).toEqual({ state: 'online' })
+      await reader.endAsync()
+    } finally {
+      await bridge.stop()
+    }
+  })
+
+  it('keeps client retains within MQTT_MAX_RETAINED and MQTT_MAX_RETAINED_BYTES, and delivers the rest unkept', async () => {
+    const bridge = await startBridge({ MQTT_MAX_RETAINED: 3, MQTT_MAX_RETAINED_BYTES: 4096 })
+    try {
+      const writer = await anyClient(bridge)
+      for (let i = 0; i < 6; i++) await writer.publishAsync(`free/count/${i}`, 'x', { qos: 1, retain: true })
+      // An emptied retain makes room; a big one does not fit the bytes.
+      await writer.publishAsync('free/count/0', '', { qos: 1, retain: true })
+      await writer.publishAsync('free/count/big', Buffer.alloc(5000, 1), { qos: 1, retain: true })
+      await writer.publishAsync('free/count/late', 'y', { qos: 1, retain: true })
+      await bridge.line((l) => l.msg === 'MQTT retain not kept: store full')
+      const reader = await anyClient(bridge)
+      const got: string[] = []
+      reader.on('message', (topic) => got.push(topic))
+      await reader.subscribeAsync(['free/count/#', 'marker'], { qos: 1 })
+      const marked = nextMessage(reader)
+      await writer.publishAsync('marker', 'm', { qos: 1 })
+      await marked
+      expect(got.sort()).toEqual(['free/count/1', 'free/count/2', 'free/count/late', 'marker'])
+      await Promise.all([reader.endAsync(), writer.endAsync()])
+    } finally {
+      await bridge.stop()
+    }
+  })
+
+  it('grants nothing (0x80) past MQTT_MAX_SUBSCRIPTIONS, and refuses a topic deeper than MQTT_MAX_TOPIC_LEVELS', async () => {
+    const bridge = await startBridge({ MQTT_MAX_SUBSCRIPTIONS: 4, MQTT_MAX_TOPIC_LEVELS: 5 })
+    try {
+      const client = await anyClient(bridge)
+      const filters = Array.from({ length: 6 }, (_, i) => `free/sub/${i}`)
+      expect(await grants(client, filters)).toEqual([1, 1, 1, 1, 128, 128])
+      // One given up makes room for one more.
+      await client.unsubscribeAsync('free/sub/0')
+      expect(await grants(client, ['free/sub/6', 'free/sub/7'])).toEqual([1, 128])
+      await bridge.line((l) => l.msg === 'MQTT subscription refused: too many' && l.limit === 4)
+      await client.endAsync()
+      // Aedes closes the connection of a client whose topic has too many levels.
+      const deep = await anyClient(bridge)
+      const gone = new Promise<void>((resolve) => deep.once('close', () => resolve()))
+      deep.subscribe('a/b/c/d/e/f/g')
+      await gone
+      deep.end(true)
+    } finally {
+      await bridge.stop()
+    }
+  })
+
+  it('drops the connection that holds most of MQTT_PARTIAL_BYTES in half-sent packets, and only that one', async () => {
+    const settings = { MQTT_MAX_PACKET: 32_768, MQTT_PARTIAL_BYTES: 65_536, MQTT_PACKET_TIMEOUT: 600 }
+    const bridge = await startBridge(settings)
+    try {
+      const part = (size: number) => {
+        const packet = publishPacket('free/part', Buffer.alloc(size, 1), 0)
+        return packet.subarray(0, packet.length - 1)
+      }
+      const [small, mid, big] = await Promise.all([1, 2, 3].map(() => rawSocket(bridge.mqttPort)))
+      for (const [socket, id, size] of [
+        [small!, 'small', 10_000],
+        [mid!, 'mid', 30_000],
+        [big!, 'big', 31_000],
+      ] as const) {
+        await connected(socket, id)
+        await bridge.line((l) => l.msg === 'client connected' && l.clientId === id)
+        socket.write(part(size))
+      }
+      await closed(big!)
+      const line = await bridge.line(
+        (l) => l.msg === 'MQTT connection dropped: a packet held too long or too much',
+      )
+      expect(line).toMatchObject({ reason: 'over budget' })
+      // 71 KB held: the one holding most went, and the other two are still connected.
+      expect([small!.destroyed, mid!.destroyed]).toEqual([false, false])
+      small!.destroy()
+      mid!.destroy()
     } finally {
       await bridge.stop()
     }

@@ -195,3 +195,105 @@ describe('a client that only subscribes', () => {
     }
   })
 })
+
+describe('takeovers of one client id in a row', () => {
+  it('go through at once twice, then each waits longer than the one before', async () => {
+    const bridge = await startBridge()
+    try {
+      const options = { protocolVersion: 4 as const, reconnectPeriod: 0, clientId: 'kitchen' }
+      const clients: MqttClient[] = []
+      for (let i = 0; i < 4; i++) clients.push(await connectAsync(bridge.mqttUrl, options))
+      const delays = bridge.logs.filter((l) => l.msg === 'MQTT client id taken over').map((l) => l.delayMs)
+      expect(delays).toEqual([0, 0, 1000])
+      for (const c of clients) c.end(true)
+    } finally {
+      await bridge.stop()
+    }
+  })
+})
+
+describe('persistent sessions in number', () => {
+  it('past MQTT_MAX_SESSIONS refuse a new one, while a known one comes back and clean ones connect', async () => {
+    const bridge = await startBridge({ MQTT_MAX_SESSIONS: 2 })
+    try {
+      const session = (clientId: string, clean = false) =>
+        connectAsync(bridge.mqttUrl, { protocolVersion: 4, reconnectPeriod: 0, clientId, clean })
+      for (const id of ['s1', 's2']) await (await session(id)).endAsync()
+      // Refused before CONNACK: the broker closes the connection.
+      const refused = connect(bridge.mqttUrl, {
+        protocolVersion: 4,
+        reconnectPeriod: 0,
+        clientId: 's3',
+        clean: false,
+      })
+      let acked = false
+      refused.on('connect', () => {
+        acked = true
+      })
+      await new Promise<void>((resolve) => refused.once('close', () => resolve()))
+      refused.end(true)
+      expect(acked).toBe(false)
+      await bridge.line((l) => l.msg === 'MQTT connection refused: too many persistent sessions')
+      await (await session('s1')).endAsync()
+      await (await session('s3', true)).endAsync()
+    } finally {
+      await bridge.stop()
+    }
+  })
+})
+
+describe('ids that break the device-id rule', () => {
+  it('in a subscription filter name no display, however long', async () => {
+    const bridge = await startBridge({ HTTP_PORT: 0 })
+    try {
+      const ghost = await connectAsync(bridge.mqttUrl, { protocolVersion: 4, clientId: 'ghost-2' })
+      const long = 'x'.repeat(60_000)
+      await ghost.subscribeAsync([`pico/${long}/frame`, 'pico/a b/frame', 'pico/ok-id/frame'])
+      await bridge.line((l) => l.msg === 'frame topic subscribed; sending the last frame')
+      const res = await fetch(`http://127.0.0.1:${bridge.httpPort}/api/v1/devices`)
+      const { devices } = (await res.json()) as { devices: { id: string }[] }
+      expect(devices.map((d) => d.id)).toEqual(['ok-id'])
+      const subscribed = bridge.logs.filter((l) => l.msg === 'frame topic subscribed; sending the last frame')
+      expect(subscribed.map((l) => l.deviceId)).toEqual(['ok-id'])
+      await ghost.endAsync()
+    } finally {
+      await bridge.stop()
+    }
+  })
+})
+
+describe('invented ids by the ten thousand', () => {
+  it('leave at most 10,000 of the bridge’s retained statuses: the oldest is emptied', async () => {
+    // No HTTP listener: this is about the broker's store, not the dashboard's view of the devices.
+    const bridge = await startBridge({ LOG_LEVEL: 'error', RATE_LIMIT_SENDER: 0 })
+    try {
+      const watcher = await connectAsync(bridge.mqttUrl, { protocolVersion: 4, reconnectPeriod: 0 })
+      await watcher.subscribeAsync('pico/+/status', { qos: 0 })
+      let statuses = 0
+      const emptied = new Promise<string>((resolve) =>
+        watcher.on('message', (topic, payload) => (payload.length === 0 ? resolve(topic) : statuses++)),
+      )
+      // A prompt that does not parse: the bridge answers each id with a retained error status.
+      const flooder = await connectAsync(bridge.mqttUrl, { protocolVersion: 4, reconnectPeriod: 0 })
+      for (let i = 0; i <= 10_000; i++) flooder.publish(`pico/id-${i}/prompt`, '{', { qos: 0 })
+      await flooder.publishAsync('pico/id-10000/cancel', '', { qos: 1 })
+      // The first id's status is emptied once the 10,001st is kept, and only that one.
+      expect(await emptied).toBe('pico/id-0/status')
+      expect(statuses).toBeGreaterThan(10_000)
+      const late = await connectAsync(bridge.mqttUrl, { protocolVersion: 4, reconnectPeriod: 0 })
+      const kept: string[] = []
+      const last = new Promise<void>((resolve) =>
+        late.on('message', (topic) => {
+          kept.push(topic)
+          if (topic === 'pico/id-1/status') resolve()
+        }),
+      )
+      await late.subscribeAsync(['pico/id-0/status', 'pico/id-1/status'], { qos: 0 })
+      await last
+      expect(kept).toEqual(['pico/id-1/status'])
+      await Promise.all([watcher.endAsync(), flooder.endAsync(), late.endAsync()])
+    } finally {
+      await bridge.stop()
+    }
+  }, 60_000)
+})

@@ -1,5 +1,6 @@
 import { mkdir, writeFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
+import { brokerScale } from './broker-scale.ts'
 import { fanout } from './fanout.ts'
 import { http } from './http.ts'
 import { idleRss } from './idle-rss.ts'
@@ -24,6 +25,7 @@ const BENCHES: Record<string, Bench> = {
   dither,
   auth,
   fanout,
+  broker: brokerScale,
 }
 
 const { values } = parseArgs({

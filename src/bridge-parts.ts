@@ -137,6 +137,8 @@ export function bridgeParts(
       start() {},
       stop: () => b.queue.stop(AbortSignal.timeout(config.SHUTDOWN_TIMEOUT * 1000 * 0.6)),
     },
+    // Stops first: other bridges on the same broker take new prompts while this one finishes its jobs.
+    { name: 'prompt intake', start() {}, stop: () => b.broker.stopTaking?.() },
   ]
   return { parts, ports, replayed: () => replayed }
 }

@@ -13,7 +13,8 @@ import type { BrokerHandlers, BrokerPort, BrokerReport } from './port.ts'
  * that displays and other bridges share (README, "Scaling out"; docs/protocol.md). Prompts, `get` and `info`
  * come through a shared subscription, so the bridges of one group take them in turn; the PUBACK of each waits
  * for intake (the journal's fsync). `cancel` is subscribed without sharing: every bridge hears it and the one
- * holding the device's job cancels it, the others hold nothing and say nothing.
+ * holding the device's job cancels it, the others hold nothing and say nothing. A bridge that stops leaves the
+ * shared group first (stopTaking), so the broker hands new prompts to the others while it finishes its jobs.
  */
 
 /** A device that sent something within this time counts as online (the bridge cannot see subscriptions). */
@@ -43,6 +44,8 @@ export function createExternalBroker(
     openGate = resolve
   })
   let closing: Promise<void> | null = null
+  /** False once stopTaking ran: the shared filters are left and not taken again. */
+  let taking = true
 
   const outbox = createTopicOutbox({
     publish(topic, payload, done) {
@@ -62,10 +65,14 @@ export function createExternalBroker(
       protocol === 5 && !filter.endsWith('/cancel') ? `$share/${options.shareGroup}/${filter}` : filter,
     )
   }
+  const shared = (filter: string) => filter.startsWith('$share/')
 
   function subscribe(protocol: 4 | 5): void {
-    const wanted = filters(protocol)
-    link?.client.subscribeAsync(wanted, { qos: 1 }).then(
+    // A stopping bridge takes no new prompts, even after a reconnect: only cancels for the jobs it holds.
+    const wanted = filters(protocol).filter((f) => taking || !shared(f))
+    // rh 1: a filter the session holds already is not sent its retained messages again (MQTT 5, 3.8.3.1).
+    const subscribeOptions = protocol === 5 ? { qos: 1 as const, rh: 1 } : { qos: 1 as const }
+    link?.client.subscribeAsync(wanted, subscribeOptions).then(
       (granted) => {
         const refused = granted.filter((g) => g.qos > 2).map((g) => g.topic)
         if (refused.length > 0)
@@ -94,6 +101,18 @@ export function createExternalBroker(
     })
   }
 
+  /**
+   * Unsubscribes the shared filters. mqtt.js handles packets in order and each message's handler before the
+   * next, so once the UNSUBACK is read every prompt the broker sent before it is journaled and in line.
+   */
+  async function leaveShared(): Promise<void> {
+    const client = link?.client
+    if (!client) return
+    await client.unsubscribeAsync(filters(5).filter(shared)).catch((err: unknown) => {
+      log.warn({ reason: (err as Error).message }, 'leaving the shared subscriptions failed')
+    })
+  }
+
   function publishRetained(topic: string, body: string): Promise<void> {
     if (!link) return Promise.reject(new Error('the broker is not open'))
     return link.client.publishAsync(topic, body, { qos: 1, retain: true }).then(() => undefined)
@@ -109,7 +128,10 @@ export function createExternalBroker(
         },
         {
           connected({ sessionPresent, protocol }) {
-            if (!sessionPresent) subscribe(protocol)
+            // At MQTT 5 on every connect: a session kept from a run that stopped cleanly has left the shared
+            // group (stopTaking) and must join it again. A 3.1.1 session keeps its plain subscriptions.
+            if (protocol === 5 || !sessionPresent) subscribe(protocol)
+            if (!taking && sessionPresent && protocol === 5) leaveShared().catch(() => {})
             // A broker that lost its retained messages (restarted without persistence) hears it again.
             if (listening) publishRetained(stateTopic, JSON.stringify({ state: 'online' })).catch(() => {})
             outbox.resume()
@@ -126,6 +148,14 @@ export function createExternalBroker(
       listening = true
       openGate()
       return { port: brokerPort(options.url) }
+    },
+
+    async stopTaking() {
+      if (!taking) return
+      taking = false
+      if (!link?.connected() || link.protocol() !== 5) return
+      await leaveShared()
+      log.info({ group: options.shareGroup }, 'left the shared subscriptions: other bridges take new prompts')
     },
 
     close() {

@@ -78,6 +78,12 @@ export interface BrokerPort {
   listen(): Promise<ListeningPorts>
   /** Stops taking connections, lets clients read what was written, and closes. */
   close(): Promise<void>
+  /**
+   * The bridge is stopping: where other bridges share the prompts (an external broker's shared
+   * subscriptions), leave the group so the broker hands new prompts to them. Resolves once every prompt sent
+   * before is in line. Cancels still come, for the jobs this bridge holds.
+   */
+  stopTaking?(): Promise<void>
   /** Publishes a device's status, retained, so a device that connects later reads its last state. */
   publishStatus(deviceId: string, body: string): Promise<void>
   /** The bridge's own retained state (`<base>/bridge/state`). */

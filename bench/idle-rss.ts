@@ -7,7 +7,8 @@ import { pathToFileURL } from 'node:url'
 import { startFakeA1111 } from '../test/support/fake-a1111.ts'
 import { startMosquitto } from '../test/support/mosquitto.ts'
 import { connectPacket, subscribePacket } from '../test/support/raw-mqtt.ts'
-import { heapGrowth, summarizeHeap } from './heap-snapshot.ts'
+import { type HeapSummary, heapGrowth, summarizeHeap } from './heap-snapshot.ts'
+import { LAYERS, type LayerResult, layersTable, startLayer } from './idle-layers.ts'
 import {
   type Bench,
   type Bridge,
@@ -245,10 +246,57 @@ async function daemonHeap(): Promise<string> {
   }
 }
 
+/**
+ * The same sessions held by a plain socket server, bare Aedes and the embedded broker (idle-layers.ts); in a
+ * full run also what the embedded broker holds beyond bare Aedes at MANY sessions, by constructor.
+ */
+export async function layers(snapshots: boolean): Promise<string> {
+  const results: LayerResult[] = []
+  const dir = await mkdtemp(join(tmpdir(), 'pab-layers-'))
+  const heaps: Partial<Record<string, HeapSummary>> = {}
+  try {
+    for (const kind of LAYERS) {
+      const layer = await startLayer(kind)
+      const sockets: Socket[] = []
+      try {
+        const none = await layer.measure()
+        await connectSessions(layer.port, 0, FIRST, sockets)
+        await sleep(SETTLE_MS)
+        const first = await layer.measure()
+        await connectSessions(layer.port, FIRST, MANY, sockets)
+        await sleep(SETTLE_MS)
+        results.push({ kind, none, first, many: await layer.measure() })
+        if (snapshots && kind !== 'net') heaps[kind] = await summarizeHeap(await layer.snapshot(dir))
+      } finally {
+        closeSessions(sockets)
+        for (const s of sockets) s.destroy()
+        await layer.stop()
+      }
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+  const out = [layersTable(results, FIRST, MANY)]
+  if (heaps.aedes && heaps.bridge) {
+    const added = heapGrowth(heaps.aedes, heaps.bridge, 12)
+    out.push(
+      '',
+      `What the embedded broker holds beyond bare Aedes with ${MANY} sessions, by constructor (per session):`,
+      '',
+      table(
+        ['type and name', 'bytes per session', 'objects per session'],
+        added.map((r) => [`\`${r.key}\``, (r.bytes / MANY).toFixed(0), (r.count / MANY).toFixed(2)]),
+      ),
+    )
+  }
+  return out.join('\n')
+}
+
 export const idleRss: Bench = async ({ quick }) => {
   const fdLimit = await openFilesLimit()
   const d = await daemonRss()
   const m = await mosquittoRss()
+  const layered = await layers(!quick)
   const heap = quick ? undefined : await daemonHeap()
   const marginal = (d.kb.many - d.kb.first) / (MANY - FIRST)
   const mMarginal = (m.many - m.first) / (MANY - FIRST)
@@ -280,6 +328,10 @@ export const idleRss: Bench = async ({ quick }) => {
       `- Open-file limit (\`ulimit -n\`, inherited by the daemon): ${fdLimit}; each process needs about one ` +
         `descriptor per session, so it ${fdLimit > MANY + 100 ? 'does not limit' : 'LIMITS'} this run.`,
       `- ${d.note}`,
+      '',
+      'Layer by layer, each server alone in a child process (--expose-gc; heap = V8 used heap after two full GCs):',
+      '',
+      layered,
       ...(heap ? ['', heap] : []),
     ].join('\n'),
   }

@@ -31,6 +31,11 @@ const TAKEOVER_IDS_KEPT = 10_000
  * invented ids cannot keep a million statuses.
  */
 const BRIDGE_STATUSES_KEPT = 10_000
+/**
+ * Bytes of subscription filters one client may hold, per filter MQTT_MAX_SUBSCRIPTIONS allows it: a display's
+ * filters are some 20 bytes each, and 64 filters of 60 KB each (ids no display has) held 4 MB per client.
+ */
+const FILTER_BYTES_PER_SUBSCRIPTION = 256
 
 type Limits = Pick<
   BrokerLimits,
@@ -58,7 +63,7 @@ export interface ClientLimits {
    * that cannot log in cannot slow a display's reconnect or kick it.
    */
   afterLogin(client: Client, proceed: () => void): void
-  /** Wraps the access rules' subscribe hook: past MQTT_MAX_SUBSCRIPTIONS a filter is granted nothing (0x80). */
+  /** Wraps the access rules' subscribe hook: past MQTT_MAX_SUBSCRIPTIONS, or their bytes, a filter gets 0x80. */
   authorizeSubscribe(next: AuthorizeSubscribeHandler): AuthorizeSubscribeHandler
   /** Wraps the access rules' forward hook: nothing Aedes publishes under `$SYS/` reaches a client. */
   authorizeForward(next: AuthorizeForwardHandler): AuthorizeForwardHandler
@@ -87,6 +92,8 @@ export function createClientLimits(
   /** Filters a client was granted (or is being granted), by this wrapper and the access rules both. */
   const filters = new WeakMap<Client, Set<string>>()
   const granted = new WeakMap<Client, Set<string>>()
+  /** The bytes of the filters in `filters`, per client. */
+  const filterBytes = new WeakMap<Client, number>()
   const retained = new Map<string, number>()
   let retainedBytes = 0
   /** Persistent sessions by id: undefined while connected, else when it went offline. */
@@ -113,6 +120,11 @@ export function createClientLimits(
     if (takeovers.size > TAKEOVER_IDS_KEPT) takeovers.delete(takeovers.keys().next().value!)
     const over = recent.length - TAKEOVERS_FREE
     return over <= 0 ? 0 : Math.min(TAKEOVER_DELAY_MS * 2 ** (over - 1), TAKEOVER_DELAY_MAX_MS)
+  }
+
+  function forgetFilter(client: Client, topic: string): void {
+    if (!filters.get(client)?.delete(topic)) return
+    filterBytes.set(client, (filterBytes.get(client) ?? 0) - Buffer.byteLength(topic))
   }
 
   function forgetRetained(topic: string): void {
@@ -178,28 +190,34 @@ export function createClientLimits(
     },
 
     authorizeSubscribe(next) {
+      const maxBytes = limits.maxSubscriptions * FILTER_BYTES_PER_SUBSCRIPTION
       return (client, sub, callback) => {
         const held = filters.get(client) ?? new Set<string>()
         filters.set(client, held)
-        if (!held.has(sub.topic) && held.size >= limits.maxSubscriptions) {
+        const bytes = Buffer.byteLength(sub.topic)
+        const isNew = !held.has(sub.topic)
+        const tooMany = isNew && held.size >= limits.maxSubscriptions
+        const tooLong = isNew && (filterBytes.get(client) ?? 0) + bytes > maxBytes
+        if (tooMany || tooLong) {
           warn(
             {
               remote: remoteOf(client),
               clientId: client.id,
-              filter: sub.topic,
-              limit: limits.maxSubscriptions,
+              filter: sub.topic.slice(0, 200),
+              limit: tooMany ? limits.maxSubscriptions : maxBytes,
             },
-            'MQTT subscription refused: too many',
+            tooMany ? 'MQTT subscription refused: too many' : 'MQTT subscription refused: filters too long',
           )
           callback(null, null)
           return
         }
         held.add(sub.topic)
+        if (isNew) filterBytes.set(client, (filterBytes.get(client) ?? 0) + bytes)
         next(client, sub, (err, result) => {
           if (result) {
             const ok = granted.get(client) ?? new Set<string>()
             granted.set(client, ok.add(sub.topic))
-          } else held.delete(sub.topic)
+          } else forgetFilter(client, sub.topic)
           callback(err, result)
         })
       }
@@ -213,12 +231,13 @@ export function createClientLimits(
 
     checkRetain(client, packet) {
       if (!packet.retain || !client) return
-      const bytes = Buffer.byteLength(packet.payload)
+      // The topic is kept with the message: 1,000 retains of a 60 KB topic and a 1-byte payload are 60 MB.
+      const bytes = Buffer.byteLength(packet.topic) + Buffer.byteLength(packet.payload)
       if (topics.parseInbound(packet.topic)) {
         packet.retain = false
         return
       }
-      if (bytes === 0) {
+      if (Buffer.byteLength(packet.payload) === 0) {
         forgetRetained(packet.topic)
         return
       }
@@ -254,7 +273,7 @@ export function createClientLimits(
       })
       broker.on('unsubscribe', (unsubscriptions, client) => {
         for (const topic of unsubscriptions) {
-          filters.get(client)?.delete(topic)
+          forgetFilter(client, topic)
           granted.get(client)?.delete(topic)
         }
       })

@@ -129,13 +129,16 @@ export const configSchema = z
     MQTT_PARTIAL_BYTES: int(65_536, 2 ** 32).default(32 * 1024 * 1024),
     /** QoS 2 PUBLISH one client may have awaiting PUBREL; past it its connection is closed. */
     MQTT_MAX_INFLIGHT: int(1, 65_535).default(16),
-    /** Subscription filters one client may hold; past it a filter is granted nothing (SUBACK 0x80). */
+    /**
+     * Subscription filters one client may hold, and 256 bytes of filter for each; past either a filter is
+     * granted nothing (SUBACK 0x80).
+     */
     MQTT_MAX_SUBSCRIPTIONS: int(1, 100_000).default(64),
     /** Levels a topic or filter may have; the bridge's own are BASE_TOPIC plus two. */
     MQTT_MAX_TOPIC_LEVELS: int(3, 100).default(16),
     /** Retained messages clients may keep, over all clients (the bridge's own statuses are apart). */
     MQTT_MAX_RETAINED: int(0, 1_000_000).default(1000),
-    /** Bytes of those retained messages. */
+    /** Bytes of those retained messages, their topics included. */
     MQTT_MAX_RETAINED_BYTES: int(0, 2 ** 32).default(4 * 1024 * 1024),
     /** Persistent sessions (clean session 0) kept; past it a new one is refused unless one has expired. */
     MQTT_MAX_SESSIONS: int(0, 100_000).default(100),

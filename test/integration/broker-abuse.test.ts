@@ -327,11 +327,15 @@ describe('floods that ask the bridge for work', () => {
         (l) => l.msg === 'frame topic subscribed; sending the last frame' && l.clientId === 'frozen',
       )
       const asker = await anyClient(bridge)
+      // Gets from a client that does not watch the frame (the copy goes to every subscriber), then from the
+      // frozen client itself (the copy goes to the asker alone).
       for (let i = 0; i < 50; i++) await asker.publishAsync('pico/big/get', '', { qos: 1 })
-      await lines(bridge, (l) => l.deviceId === 'big' && l.msg === 'last frame requested', 50)
+      for (let i = 0; i < 20; i++) frozen.write(publishPacket('pico/big/get', Buffer.alloc(0), 0))
+      await lines(bridge, (l) => l.deviceId === 'big' && l.msg === 'last frame requested', 70)
       const answers = bridge.logs.filter((l) => l.deviceId === 'big' && l.msg === 'last frame requested')
       // The copy its subscription started is still on its way: not one get adds another.
-      expect(answers.map((l) => l.clients)).toEqual(Array(50).fill(0))
+      expect(answers.map((l) => l.clients)).toEqual(Array(70).fill(0))
+      expect(answers.slice(50).every((l) => l.clientId === 'frozen')).toBe(true)
       await asker.endAsync()
       frozen.destroy()
     } finally {
@@ -414,6 +418,8 @@ describe('what a client may make the broker keep', () => {
       // An emptied retain makes room; a big one does not fit the bytes.
       await writer.publishAsync('free/count/0', '', { qos: 1, retain: true })
       await writer.publishAsync('free/count/big', Buffer.alloc(5000, 1), { qos: 1, retain: true })
+      // The topic is kept with the message and counts as well.
+      await writer.publishAsync(`free/count/${'t'.repeat(5000)}`, 'z', { qos: 1, retain: true })
       await writer.publishAsync('free/count/late', 'y', { qos: 1, retain: true })
       await bridge.line((l) => l.msg === 'MQTT retain not kept: store full')
       const reader = await anyClient(bridge)
@@ -441,6 +447,14 @@ describe('what a client may make the broker keep', () => {
       expect(await grants(client, ['free/sub/6', 'free/sub/7'])).toEqual([1, 128])
       await bridge.line((l) => l.msg === 'MQTT subscription refused: too many' && l.limit === 4)
       await client.endAsync()
+      // Their bytes too: 256 for each filter allowed (1 KB here), however they are shared out.
+      const wordy = await anyClient(bridge)
+      const long = (c: string) => `free/${c.repeat(600)}`
+      expect(await grants(wordy, [long('f'), long('g'), 'free/short'])).toEqual([1, 128, 1])
+      await bridge.line((l) => l.msg === 'MQTT subscription refused: filters too long' && l.limit === 1024)
+      await wordy.unsubscribeAsync(long('f'))
+      expect(await grants(wordy, [long('g')])).toEqual([1])
+      await wordy.endAsync()
       // Aedes closes the connection of a client whose topic has too many levels.
       const deep = await anyClient(bridge)
       const gone = new Promise<void>((resolve) => deep.once('close', () => resolve()))

@@ -37,6 +37,11 @@ interface Outbox {
   inFlight: number
   /** What the outbox is busy with, per topic: a resend of the same frame is not queued twice. */
   pending: Map<string, string>
+  /**
+   * A resend asked for once every chunk of the same frame was handed to the socket but before the writes
+   * were done: the client may hold the whole frame already and be asking again, so it goes once they are.
+   */
+  again: Map<string, { chunks: readonly Buffer[]; qos: 0 | 1; tag: string }>
 }
 
 /** The part of Aedes' client the typings leave out: its subscriptions, keyed by filter. */
@@ -122,7 +127,7 @@ export function createFrameDelivery(deps: {
   function outboxOf(client: Client): Outbox {
     let box = outboxes.get(client)
     if (!box) {
-      box = { client, queue: [], inFlight: 0, pending: new Map() }
+      box = { client, queue: [], inFlight: 0, pending: new Map(), again: new Map() }
       outboxes.set(client, box)
     }
     return box
@@ -131,6 +136,7 @@ export function createFrameDelivery(deps: {
   function enqueue(client: Client, topic: string, chunks: readonly Buffer[], qos: 0 | 1, tag?: string): void {
     const box = outboxOf(client)
     box.queue = box.queue.filter((o) => o.topic !== topic)
+    box.again.delete(topic)
     if (tag === undefined) box.pending.delete(topic)
     else box.pending.set(topic, tag)
     for (const payload of chunks) box.queue.push({ topic, payload, qos })
@@ -163,11 +169,28 @@ export function createFrameDelivery(deps: {
             return
           }
           deps.onChunkSent?.(next.payload.length)
-          if (box.queue.length === 0 && box.inFlight === 0) box.pending.clear()
+          if (box.queue.length === 0 && box.inFlight === 0) {
+            box.pending.clear()
+            const again = [...box.again]
+            box.again.clear()
+            for (const [topic, a] of again) enqueue(box.client, topic, a.chunks, a.qos, a.tag)
+          }
           if (outboxes.get(box.client) === box) pump(box)
         },
       )
     }
+  }
+
+  /**
+   * Whether the same frame is still on its way to the client, so a resend is not queued. One asked for
+   * after its last chunk was handed over is kept for when the writes are done (a client that stopped
+   * reading never gets there, and holds one frame at most).
+   */
+  function onItsWay(client: Client, topic: string, chunks: readonly Buffer[], qos: 0 | 1, tag?: string) {
+    const box = outboxes.get(client)
+    if (tag === undefined || box?.pending.get(topic) !== tag) return false
+    if (!box.queue.some((o) => o.topic === topic)) box.again.set(topic, { chunks, qos, tag })
+    return true
   }
 
   function forget(client: Client): void {
@@ -181,7 +204,7 @@ export function createFrameDelivery(deps: {
       let count = 0
       for (const [client, qos] of subscribersOf(topic)) {
         if (deps.mayRead?.(client, topic) === false) continue
-        if (tag !== undefined && outboxes.get(client)?.pending.get(topic) === tag) continue
+        if (onItsWay(client, topic, chunks, qos, tag)) continue
         enqueue(client, topic, chunks, qos, tag)
         count++
       }
@@ -190,7 +213,7 @@ export function createFrameDelivery(deps: {
     sendTo(client, topic, chunks, tag) {
       const qos = grantedQos(client, topic)
       if (qos === null || client.closed) return false
-      if (tag !== undefined && outboxes.get(client)?.pending.get(topic) === tag) return false
+      if (onItsWay(client, topic, chunks, qos, tag)) return false
       enqueue(client, topic, chunks, qos, tag)
       return true
     },

@@ -103,6 +103,7 @@ export function createApp(config: Config, deps: AppDeps): App {
   const broker = config.MQTT_URL
     ? createExternalBroker(externalBrokerOptions(config, config.MQTT_URL), {
         ...{ log: child('broker'), topics, clock, onChunkSent },
+        frameIdSeen: (deviceId, frameId) => store.seenFrameId(deviceId, frameId),
       })
     : createEmbeddedBroker(mqttListeners(config), {
         ...{ log: child('broker'), topics, access, onChunkSent },

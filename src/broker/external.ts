@@ -3,6 +3,7 @@ import type { IPublishPacket } from 'mqtt'
 import type { Logger } from 'pino'
 import type { Clock } from '../clock.ts'
 import type { Config } from '../config/schema.ts'
+import { isDeviceId } from '../protocol/device-id.ts'
 import type { Topics } from '../protocol/topics.ts'
 import { brokerPort, type Link, openLink, redactUrl } from './external-link.ts'
 import { createTopicOutbox } from './external-outbox.ts'
@@ -30,7 +31,14 @@ export interface ExternalBrokerOptions {
 
 export function createExternalBroker(
   options: ExternalBrokerOptions,
-  deps: { log: Logger; topics: Topics; clock: Clock; onChunkSent?: (bytes: number) => void },
+  deps: {
+    log: Logger
+    topics: Topics
+    clock: Clock
+    onChunkSent?: (bytes: number) => void
+    /** A frame id some bridge (this one or another) sent a device, from its status topic. */
+    frameIdSeen?: (deviceId: string, frameId: number) => void
+  },
 ): BrokerPort {
   const { log, topics, clock } = deps
   const stateTopic = `${topics.base}/bridge/${options.clientId}/state`
@@ -72,6 +80,11 @@ export function createExternalBroker(
     const wanted = filters(protocol).filter((f) => taking || !shared(f))
     // rh 1: a filter the session holds already is not sent its retained messages again (MQTT 5, 3.8.3.1).
     const subscribeOptions = protocol === 5 ? { qos: 1 as const, rh: 1 } : { qos: 1 as const }
+    // Every device's status, retained ones included on each connect: the frame ids other bridges sent
+    // (nl: not this bridge's own, at MQTT 5).
+    link?.client
+      .subscribeAsync(statusFilter, protocol === 5 ? { qos: 0, nl: true } : { qos: 0 })
+      .catch((err: unknown) => log.warn({ reason: (err as Error).message }, 'status subscription failed'))
     link?.client.subscribeAsync(wanted, subscribeOptions).then(
       (granted) => {
         const refused = granted.filter((g) => g.qos > 2).map((g) => g.topic)
@@ -84,7 +97,31 @@ export function createExternalBroker(
     )
   }
 
+  const statusFilter = `${topics.base}/+/status`
+  const statusPrefix = `${topics.base}/`
+
+  /*
+   * Each bridge numbers a device's frames itself, and a display drops a frame older than the one it shows
+   * (docs/protocol.md, "Previews and frame ids"): the next picture made here is numbered after the last one
+   * any bridge announced in the device's status (`sending`, `done`).
+   */
+  function statusHeard(packet: IPublishPacket): boolean {
+    const { topic } = packet
+    if (!topic.endsWith('/status') || !topic.startsWith(statusPrefix)) return false
+    const deviceId = topic.slice(statusPrefix.length, -'/status'.length)
+    const text = packet.payload.toString()
+    if (!isDeviceId(deviceId) || !text.includes('"frame_id"')) return true
+    try {
+      const frameId = (JSON.parse(text) as { frame_id?: unknown }).frame_id
+      if (Number.isInteger(frameId)) deps.frameIdSeen?.(deviceId, frameId as number)
+    } catch {
+      // Not the bridge's JSON: someone else wrote there; nothing to learn.
+    }
+    return true
+  }
+
   async function inbound(packet: IPublishPacket): Promise<void> {
+    if (statusHeard(packet)) return
     // Messages that a persistent session holds arrive right after CONNACK; they wait (unacknowledged) until
     // the jobs from the journal are in line (bridge-parts.ts: replay comes before listen).
     await gate

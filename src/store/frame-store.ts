@@ -60,6 +60,8 @@ export interface FrameStore {
   readSource(deviceId: string): Promise<Buffer | undefined>
   /** The frame id the device's next frame gets: +1 per frame, wrapping at 65535 (docs/protocol.md, "Frames"). */
   nextFrameId(deviceId: string): number
+  /** Another bridge sent the device this frame id (MQTT_URL): the next one here is numbered after it if newer. */
+  seenFrameId(deviceId: string, frameId: number): void
   /** Removes the device's frame file and everything the store knows of it. False when there was nothing. */
   forget(deviceId: string): Promise<boolean>
   /** Forgets displays unused for longer than keepDays, then the least recently used past maxBytes. */
@@ -74,6 +76,9 @@ interface Kept {
   /** When the frame was last made or sent (ms since the epoch), for keepDays and least recently used. */
   usedAt: number
 }
+
+/** Devices whose last frame id is remembered, at most (seenFrameId adds the ones other bridges served). */
+const MAX_FRAME_IDS = 50_000
 
 export function createFrameStore(
   dataDir: string,
@@ -260,6 +265,14 @@ export function createFrameStore(
       const next = ((lastIds.get(deviceId) ?? 0) + 1) & 0xffff
       lastIds.set(deviceId, next)
       return next
+    },
+
+    seenFrameId(deviceId, frameId) {
+      const last = lastIds.get(deviceId)
+      // Anyone may write a status on an open broker: ids heard of are bounded like a broker's sessions.
+      if (last === undefined && lastIds.size >= MAX_FRAME_IDS) return
+      // Newer as a display compares them: ahead by less than half the 16-bit range (docs/protocol.md).
+      if (last === undefined || ((frameId - last) & 0xffff) < 0x8000) lastIds.set(deviceId, frameId & 0xffff)
     },
 
     forget,

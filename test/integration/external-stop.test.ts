@@ -28,6 +28,8 @@ describe('a bridge stopping next to another on one Mosquitto', () => {
       MQTT_CLIENT_ID: id,
       A1111_BASE_URL: fake.url,
       A1111_PROGRESS_INTERVAL: 0.02,
+      // Time enough for the held job on a busy machine: interrupted, it would end 'cancelled' instead.
+      SHUTDOWN_TIMEOUT: 60,
     })
     bridges.set(id, bridge)
     return bridge
@@ -46,8 +48,9 @@ describe('a bridge stopping next to another on one Mosquitto', () => {
 
   it('hands every prompt sent after the stop to the other bridge, and finishes the job it holds', async () => {
     const held = await connectDevice(mosquitto.url, 'held')
-    await held.prompt({ prompt: 'a long one', request_id: 'long', steps: 60 })
-    await held.waitForStatus((s) => s.request_id === 'long' && s.state === 'generating')
+    await held.prompt({ prompt: 'a long one', request_id: 'long', steps: 40 })
+    const started = await held.waitForStatus((s) => s.state === 'generating' || isEnd('long')(s))
+    expect(started).toMatchObject({ request_id: 'long', state: 'generating' })
     const holder = [...bridges.values()].find((b) => queued(b, 'held').length === 1)!
     const other = [...bridges.values()].find((b) => b !== holder)!
     const holderTook = queued(holder).length
@@ -67,7 +70,7 @@ describe('a bridge stopping next to another on one Mosquitto', () => {
     // The stopping bridge took none of them; it finished its own and then stopped.
     expect(queued(holder)).toHaveLength(holderTook)
     for (const d of devices) expect(queued(other, d.id)).toHaveLength(1)
-    await held.waitForStatus(isDone('long'))
+    expect(await held.waitForStatus(isEnd('long'))).toMatchObject({ state: 'done' })
     await stopped
     bridges.delete([...bridges].find(([, b]) => b === holder)![0])
     for (const d of [...devices, held]) {

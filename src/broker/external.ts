@@ -74,6 +74,8 @@ export function createExternalBroker(
     )
   }
   const shared = (filter: string) => filter.startsWith('$share/')
+  const statusFilter = `${topics.base}/+/status`
+  const statusPrefix = `${topics.base}/`
 
   function subscribe(protocol: 4 | 5): void {
     // A stopping bridge takes no new prompts, even after a reconnect: only cancels for the jobs it holds.
@@ -96,9 +98,6 @@ export function createExternalBroker(
         log.warn({ reason: (err as Error).message }, 'subscribing failed; retried on reconnect'),
     )
   }
-
-  const statusFilter = `${topics.base}/+/status`
-  const statusPrefix = `${topics.base}/`
 
   /*
    * Each bridge numbers a device's frames itself, and a display drops a frame older than the one it shows

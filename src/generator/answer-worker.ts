@@ -1,5 +1,6 @@
 import { parentPort } from 'node:worker_threads'
 import { AppError } from '../errors.ts'
+import { lowerThisThread } from '../image/background-threads.ts'
 import { type JsonLimits, readImageParts, readJsonValue } from './answer-scan.ts'
 
 /*
@@ -75,6 +76,9 @@ function answer(task: AnswerTask): { reply: AnswerReply; transfer: ArrayBuffer[]
   if (reply.text !== undefined) transfer.push(reply.text)
   return { reply, transfer }
 }
+
+// Reading an answer can wait for the event loop, which answers MQTT and /health (background-threads.ts).
+lowerThisThread()
 
 parentPort?.on('message', (task: AnswerTask) => {
   let out: { reply: AnswerReply; transfer: ArrayBuffer[] }

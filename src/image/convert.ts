@@ -1,6 +1,7 @@
 import type { OutputInfo } from 'sharp'
 import sharp from 'sharp'
 import { AppError } from '../errors.ts'
+import { lowerBackgroundThreads } from './background-threads.ts'
 import type { Palette } from './palette.ts'
 import type { PixelFormat } from './pixel-format.ts'
 import { packRgb565, unpackRgb565 } from './rgb565.ts'
@@ -101,6 +102,9 @@ export async function decodeToRgb(
   } catch (err) {
     if (err instanceof AppError) throw err
     throw badImage(describeSharpError(err), err)
+  } finally {
+    // The threads that did this work exist now: they yield to the event loop from here on.
+    lowerBackgroundThreads()
   }
   assertRgbShape(result, options)
   return result.data

@@ -6,7 +6,13 @@ import { type A1111Answer as Answer, answerOf, notA1111, statusError, toA1111Err
 import { createOwnJobTracker, type ProgressSnapshot } from './a1111-own-job.ts'
 import { parseProgressAnswer, startProgressPolling } from './a1111-progress.ts'
 import { type AnswerReader, createAnswerReader } from './answer.ts'
-import type { GenerateHooks, GenerateResult, Generator, Txt2ImgPayload } from './types.ts'
+import {
+  type GenerateHooks,
+  type GenerateResult,
+  type Generator,
+  KEEP_UPSTREAM_IMAGES,
+  type Txt2ImgPayload,
+} from './types.ts'
 
 /*
  * The A1111 client: the Generator port over A1111's HTTP API. One keep-alive pool
@@ -181,7 +187,7 @@ export function createA1111Generator(
         'txt2img answered',
       )
       if (hooks.signal.aborted) throw hooks.signal.reason
-      return await readResult(answer)
+      return await readResult(answer, payload[KEEP_UPSTREAM_IMAGES] === true)
     } catch (err) {
       // A hung server may never answer the interrupt either: do not wait for it.
       if (failure?.code !== 'E_A1111_HUNG') await interrupting
@@ -214,16 +220,17 @@ export function createA1111Generator(
     )
   }
 
-  async function readResult(answer: Answer): Promise<GenerateResult> {
+  async function readResult(answer: Answer, keepImages: boolean): Promise<GenerateResult> {
     if (answer.status !== 200) throw statusError(answer, TXT2IMG, hasCredentials)
-    const read = await reader.readImageAnswer(answer.chunks, { texts: true }).catch((err: unknown) => {
+    const read = await reader.readImageAnswer(answer.chunks, { texts: keepImages }).catch((err: unknown) => {
       throw notA1111(err, answer)
     })
     const texts = read.texts ?? []
     return {
       image: read.image,
       seed: seedFromInfo(read.info),
-      // Only the passthrough's JSON mode gives the pictures back as base64: built when it asks.
+      // Only the passthrough's JSON mode gives the pictures back as base64: kept when it sets
+      // KEEP_UPSTREAM_IMAGES, and turned into strings when it reads them.
       upstream: {
         get images() {
           return texts.map((t) => t.toString('latin1'))

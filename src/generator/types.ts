@@ -7,7 +7,14 @@
  * An A1111 txt2img body. Prompts from MQTT are mapped to it; the HTTP
  * passthrough forwards its clients' bodies as they are.
  */
-export type Txt2ImgPayload = Record<string, unknown> & { prompt?: unknown }
+export type Txt2ImgPayload = Record<string, unknown> & { prompt?: unknown; [KEEP_UPSTREAM_IMAGES]?: boolean }
+
+/**
+ * Set to true on a payload whose caller gives A1111's pictures back as base64 (the HTTP passthrough's JSON
+ * mode): only then does `upstream.images` hold them. Keeping 660 KB of text per frame that nobody reads cost
+ * every MQTT frame memory and garbage collections (issue 14). A symbol, so it is never sent to A1111.
+ */
+export const KEEP_UPSTREAM_IMAGES: unique symbol = Symbol('keep upstream images')
 
 export interface GenerateProgress {
   /** 0..1 */
@@ -29,7 +36,10 @@ export interface GenerateResult {
   image: Buffer
   /** The seed actually used (A1111's `info.seed`), or -1 when the server does not say. */
   seed: number
-  /** The A1111 answer as received, for the HTTP passthrough's JSON mode. */
+  /**
+   * The A1111 answer as received, for the HTTP passthrough's JSON mode; `images` is empty unless the payload
+   * set KEEP_UPSTREAM_IMAGES.
+   */
   upstream: { images: string[]; parameters: unknown; info: unknown }
 }
 

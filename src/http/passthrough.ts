@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Clock } from '../clock.ts'
 import { AppError } from '../errors.ts'
 import type { EventBus } from '../events.ts'
-import type { GenerateResult, Txt2ImgPayload } from '../generator/types.ts'
+import { type GenerateResult, KEEP_UPSTREAM_IMAGES, type Txt2ImgPayload } from '../generator/types.ts'
 import { asPng } from '../image/convert.ts'
 import { type PanelProfile, renderPixels } from '../image/panel.ts'
 import { createAwaitedJob } from '../jobs/awaited-job.ts'
@@ -64,6 +64,8 @@ export function registerPassthrough(app: FastifyInstance, deps: PassthroughDeps)
     const { return_base64: returnBase64, ...payload } = body as Txt2ImgPayload & { return_base64?: unknown }
     const size = frameSize(request, panel)
     const wantsJson = returnBase64 === true || prefersJson(request.headers.accept)
+    // The JSON answer gives A1111's pictures back; the binary one has no use for them.
+    if (wantsJson) payload[KEEP_UPSTREAM_IMAGES] = true
     const owner = `http:${request.ip}`
     const { job, result } = createAwaitedJob<Converted>(
       deps.newJobId(),

@@ -4,7 +4,7 @@ import sharp from 'sharp'
 import { afterEach, describe, expect, it } from 'vitest'
 import { AppError, type ErrorCode } from '../../src/errors.ts'
 import { type A1111GeneratorOptions, createA1111Generator } from '../../src/generator/a1111.ts'
-import type { GenerateProgress, Generator } from '../../src/generator/types.ts'
+import { type GenerateProgress, type Generator, KEEP_UPSTREAM_IMAGES } from '../../src/generator/types.ts'
 import { type FakeA1111, type FakeA1111Options, startFakeA1111 } from '../support/fake-a1111.ts'
 import type { StateDict } from '../support/fake-a1111-state.ts'
 
@@ -46,7 +46,7 @@ const txt2imgCalls = (server: FakeA1111) => server.requests.filter((r) => r.path
 describe('A1111 client against the fake A1111', () => {
   it('returns the first picture as a PNG of the requested size and the seed from info', async () => {
     const server = await fake()
-    const result = await client(server).generate(PAYLOAD, hooks())
+    const result = await client(server).generate({ ...PAYLOAD, [KEEP_UPSTREAM_IMAGES]: true }, hooks())
     const meta = await sharp(result.image).metadata()
     expect([meta.format, meta.width, meta.height]).toEqual(['png', 96, 64])
     expect(result.seed).toBe(1234)
@@ -55,7 +55,16 @@ describe('A1111 client against the fake A1111', () => {
     expect((result.upstream.parameters as Record<string, unknown>).steps).toBe(4)
     const [call] = txt2imgCalls(server)
     expect(call?.method).toBe('POST')
+    // The symbol asking for the pictures back is not sent.
     expect(call?.body).toEqual(PAYLOAD)
+  })
+
+  it('keeps no base64 text of the pictures unless the payload asks for it', async () => {
+    const server = await fake()
+    const result = await client(server).generate(PAYLOAD, hooks())
+    expect(result.image.length).toBeGreaterThan(0)
+    expect(result.upstream.images).toEqual([])
+    expect(result.seed).toBe(1234)
   })
 
   it('reports the seed A1111 picked for seed -1', async () => {

@@ -6,10 +6,13 @@ import type { AnswerReply, AnswerTask } from './answer-worker.ts'
 import type { JsonLimits } from './json-scan.ts'
 
 /*
- * The worker threads of answer.ts and the memory that travels with them. The pool is node:worker_threads
- * itself: one kind of task, no queue policy beyond first come first served, and the transfer lists that hand
- * the body over and the picture back without copying. A body's memory comes back with the answer and is kept
- * as a spare for the next body (answer-worker.ts says why), until the last worker goes idle and stops.
+ * The worker threads of answer.ts and the memory they read from. The pool is node:worker_threads itself: one
+ * kind of task, no queue policy beyond first come first served. Each worker has one SharedArrayBuffer of its
+ * own, sized to the largest answer it was given: a body is copied into it when the worker takes the task (64
+ * KB chunks: a fraction of a millisecond, into memory already touched) and read there; the picture comes back
+ * in a transfer list. Until this, the body's memory travelled to the worker and back with every answer, and
+ * each arrival counted as a megabyte of new external memory for V8, whose full collections of the daemon's
+ * heap it brought on every few frames (issue 14). The buffer goes when its worker stops.
  */
 
 /** A worker's answer that is not an error. */
@@ -30,12 +33,10 @@ export interface AnswerPoolOptions {
 
 export interface AnswerPool {
   /**
-   * Reads the first `length` bytes of `memory` in a worker; the memory moves to it and must not be touched
-   * after. Rejects with an AppError.
+   * Reads the body made of `parts` (in order) in a worker; the parts are copied when a worker takes the task,
+   * so they must not change until the read settles. Rejects with an AppError.
    */
-  run(kind: AnswerTask['kind'], texts: boolean, memory: ArrayBuffer, length: number): Promise<unknown>
-  /** The smallest spare that holds `size` bytes, taken out of the spares. */
-  takeSpare(size: number): ArrayBuffer | undefined
+  run(kind: AnswerTask['kind'], texts: boolean, parts: readonly Uint8Array[]): Promise<unknown>
   /** True once close() was called: later reads run in place. */
   readonly closed: boolean
   /** Lets running reads finish (2 s at most), then stops the workers. Idempotent. */
@@ -46,14 +47,13 @@ export interface AnswerPool {
 // From src/ the worker is a .ts file that Node strips of its types; from dist/ it is the built .js.
 const WORKER_URL = new URL(`./answer-worker${extname(fileURLToPath(import.meta.url))}`, import.meta.url)
 const CLOSE_GRACE_MS = 2000
-/** Bodies are given room in steps, so that the next answer, a little larger, still fits. */
-const SPARE_STEP = 1024 * 1024
+/** Memory is given in steps, so that the next answer, a little larger, still fits. */
+const ROOM_STEP = 1024 * 1024
 
 interface Task {
   kind: AnswerTask['kind']
   texts: boolean
-  body: ArrayBuffer
-  length: number
+  parts: readonly Uint8Array[]
   resolve: (value: unknown) => void
   reject: (err: AppError) => void
 }
@@ -63,11 +63,13 @@ interface Slot {
   task: Task | undefined
   idle: NodeJS.Timeout | undefined
   crash: Error | undefined
+  /** The memory this worker reads bodies from; larger ones get a new one. */
+  shared: SharedArrayBuffer | undefined
 }
 
-/** Fresh memory for a body of `size` bytes, rounded up to a step. */
-export function roomFor(size: number): ArrayBuffer {
-  return new ArrayBuffer(Math.ceil(size / SPARE_STEP) * SPARE_STEP)
+/** Room for `size` bytes, rounded up to a step. */
+export function roomSize(size: number): number {
+  return Math.max(1, Math.ceil(size / ROOM_STEP)) * ROOM_STEP
 }
 
 /** Creates a pool; it starts no thread until the first task. */
@@ -79,34 +81,30 @@ export function createAnswerPool(options: AnswerPoolOptions): AnswerPool {
   let closed = false
   let closing: Promise<void> | undefined
   let onDrained: (() => void) | undefined
-  // Memory back from the workers, already paged in, for the next bodies: two per worker at most.
-  const spare: ArrayBuffer[] = []
-  const maxSpares = 2 * maxWorkers
 
-  function run(kind: Task['kind'], texts: boolean, memory: ArrayBuffer, length: number): Promise<unknown> {
+  function run(kind: Task['kind'], texts: boolean, parts: readonly Uint8Array[]): Promise<unknown> {
     return new Promise((resolve, reject) => {
-      queue.push({ kind, texts, body: memory, length, resolve, reject })
+      queue.push({ kind, texts, parts, resolve, reject })
       dispatch()
     })
   }
 
-  function takeSpare(size: number): ArrayBuffer | undefined {
-    let best = -1
-    for (let i = 0; i < spare.length; i++) {
-      const length = spare[i]!.byteLength
-      if (length >= size && (best < 0 || length < spare[best]!.byteLength)) best = i
+  /** Copies the task's body into the slot's memory, a larger one if it does not fit; the new one goes along. */
+  function load(slot: Slot, task: Task): { length: number; shared: SharedArrayBuffer | undefined } {
+    let length = 0
+    for (const part of task.parts) length += part.length
+    let fresh: SharedArrayBuffer | undefined
+    if (slot.shared === undefined || slot.shared.byteLength < length) {
+      fresh = new SharedArrayBuffer(roomSize(length))
+      slot.shared = fresh
     }
-    return best < 0 ? undefined : spare.splice(best, 1)[0]
-  }
-
-  function keepSpare(body: ArrayBuffer): void {
-    if (closed || body.byteLength === 0) return
-    spare.push(body)
-    // Keep the largest: a small body fits in a large spare, not the other way round.
-    if (spare.length > maxSpares) {
-      spare.sort((a, b) => b.byteLength - a.byteLength)
-      spare.length = maxSpares
+    const view = new Uint8Array(slot.shared)
+    let at = 0
+    for (const part of task.parts) {
+      view.set(part, at)
+      at += part.length
     }
+    return { length, shared: fresh }
   }
 
   function dispatch(): void {
@@ -119,15 +117,11 @@ export function createAnswerPool(options: AnswerPoolOptions): AnswerPool {
       slot.task = task
       // Busy, a worker keeps the process alive until it answers; idle, it does not.
       slot.worker.ref()
-      const message: AnswerTask = {
-        id: nextId++,
-        kind: task.kind,
-        body: task.body,
-        length: task.length,
-        limits,
-        texts: task.texts,
-      }
-      slot.worker.postMessage(message, [task.body])
+      const { length, shared } = load(slot, task)
+      // The body is in memory the worker shares: nothing is handed over.
+      task.parts = []
+      const message: AnswerTask = { id: nextId++, kind: task.kind, shared, length, limits, texts: task.texts }
+      slot.worker.postMessage(message)
     }
     if (onDrained !== undefined && slots.every((s) => s.task === undefined)) onDrained()
   }
@@ -136,14 +130,13 @@ export function createAnswerPool(options: AnswerPoolOptions): AnswerPool {
     const worker = new Worker(options.workerUrl ?? WORKER_URL, {
       resourceLimits: { maxOldGenerationSizeMb: options.workerHeapMb },
     })
-    const slot: Slot = { worker, task: undefined, idle: undefined, crash: undefined }
+    const slot: Slot = { worker, task: undefined, idle: undefined, crash: undefined, shared: undefined }
     worker.unref()
     worker.on('message', (reply: AnswerReply) => {
       const task = slot.task
       slot.task = undefined
       worker.unref()
       if (!closed) slot.idle = setTimeout(() => retire(slot), idleMs).unref()
-      keepSpare(reply.body)
       if (task !== undefined) settle(task, reply)
       dispatch()
     })
@@ -177,9 +170,9 @@ export function createAnswerPool(options: AnswerPoolOptions): AnswerPool {
     const at = slots.indexOf(slot)
     if (at >= 0 && slot.task === undefined) {
       slots.splice(at, 1)
+      // Its memory goes with it: an idle daemon holds none for answers.
+      slot.shared = undefined
       void slot.worker.terminate()
-      // The last worker gone: the daemon is idle, and holds no memory for answers.
-      if (slots.length === 0) spare.length = 0
     }
   }
 
@@ -193,7 +186,6 @@ export function createAnswerPool(options: AnswerPoolOptions): AnswerPool {
       })
       clearTimeout(timer)
     }
-    spare.length = 0
     for (const task of queue.splice(0)) {
       task.reject(new AppError('E_SHUTTING_DOWN', 'the bridge is stopping: the A1111 answer was not read'))
     }
@@ -207,7 +199,6 @@ export function createAnswerPool(options: AnswerPoolOptions): AnswerPool {
 
   return {
     run,
-    takeSpare,
     get closed() {
       return closed
     },

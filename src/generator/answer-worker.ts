@@ -4,24 +4,26 @@ import { lowerThisThread } from '../image/background-threads.ts'
 import { type JsonLimits, readImageParts, readJsonValue } from './answer-scan.ts'
 
 /*
- * The worker thread of answer.ts: reads one answer at a time. The body's memory goes back to the main thread
- * after each answer, to carry the next one: writing into memory already touched costs a tenth of what fresh
- * memory does (40 MB: 2-3 ms against 25-45 ms here, all of it page faults on the event loop). So nothing
- * handed back may point into it: the pictures' base64 text is copied out here, where faults cost nobody.
+ * The worker thread of answer.ts: reads one answer at a time, from memory it shares with the main thread
+ * (answer-pool.ts), which writes the next body into it once this one is answered. Memory already touched is
+ * written at a tenth of the cost of fresh memory (40 MB: 2-3 ms against 25-45 ms of page faults on the event
+ * loop), so it is kept. Nothing handed back may point into it: the picture is decoded into memory of its own,
+ * and the pictures' base64 text is copied out here, where page faults cost nobody.
  */
 
 export interface AnswerTask {
   id: number
   kind: 'image' | 'json'
-  /** Memory to give back; the answer is its first `length` bytes. */
-  body: ArrayBuffer
+  /** New memory to read bodies from from now on; absent, the last one given. */
+  shared: SharedArrayBuffer | undefined
+  /** The answer is the first `length` bytes of that memory. */
   length: number
   limits: JsonLimits
   /** Copy out the base64 text of the pictures too. */
   texts: boolean
 }
 
-export type AnswerReply = { id: number; body: ArrayBuffer } & (
+export type AnswerReply = { id: number } & (
   | {
       ok: true
       kind: 'image'
@@ -38,14 +40,14 @@ export type AnswerReply = { id: number; body: ArrayBuffer } & (
   | { ok: false; code: AppError['code']; message: string; details?: unknown; cause?: string }
 )
 
+let shared = new SharedArrayBuffer(0)
+
 function answer(task: AnswerTask): { reply: AnswerReply; transfer: ArrayBuffer[] } {
-  const { id, body } = task
-  const bytes = Buffer.from(body, 0, task.length)
+  const { id } = task
+  if (task.shared !== undefined) shared = task.shared
+  const bytes = Buffer.from(shared, 0, task.length)
   if (task.kind === 'json') {
-    return {
-      reply: { id, body, ok: true, kind: 'json', value: readJsonValue(bytes, task.limits) },
-      transfer: [body],
-    }
+    return { reply: { id, ok: true, kind: 'json', value: readJsonValue(bytes, task.limits) }, transfer: [] }
   }
   const { image, images, parameters, info, shape } = readImageParts(bytes, task.limits)
   const spans: [number, number][] = []
@@ -61,7 +63,6 @@ function answer(task: AnswerTask): { reply: AnswerReply; transfer: ArrayBuffer[]
   }
   const reply: AnswerReply = {
     id,
-    body,
     ok: true,
     kind: 'image',
     image: image.buffer as ArrayBuffer,
@@ -72,7 +73,7 @@ function answer(task: AnswerTask): { reply: AnswerReply; transfer: ArrayBuffer[]
     info,
     shape,
   }
-  const transfer = [body, reply.image]
+  const transfer = [reply.image]
   if (reply.text !== undefined) transfer.push(reply.text)
   return { reply, transfer }
 }
@@ -86,12 +87,11 @@ parentPort?.on('message', (task: AnswerTask) => {
     out = answer(task)
   } catch (err) {
     // AppErrors cross as plain data; anything else is a bug, reported with its stack on the main thread.
-    const { id, body } = task
+    const { id } = task
     const reply: AnswerReply =
       err instanceof AppError
         ? {
             id,
-            body,
             ok: false,
             code: err.code,
             message: err.message,
@@ -100,13 +100,12 @@ parentPort?.on('message', (task: AnswerTask) => {
           }
         : {
             id,
-            body,
             ok: false,
             code: 'E_INTERNAL',
             message: 'reading an A1111 answer failed',
             cause: String((err as Error)?.stack ?? err),
           }
-    out = { reply, transfer: [body] }
+    out = { reply, transfer: [] }
   }
   parentPort?.postMessage(out.reply, out.transfer)
 })

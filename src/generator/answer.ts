@@ -1,5 +1,5 @@
 import { availableParallelism } from 'node:os'
-import { type AnswerSuccess, createAnswerPool, roomFor } from './answer-pool.ts'
+import { type AnswerSuccess, createAnswerPool, roomSize } from './answer-pool.ts'
 import { readImageParts, readJsonValue } from './answer-scan.ts'
 import { DEFAULT_LIMITS, type JsonLimits, type JsonShape } from './json-scan.ts'
 
@@ -42,10 +42,7 @@ export interface ImageAnswer {
   shape: JsonShape
 }
 
-/**
- * A body collected chunk by chunk as it arrives: each chunk is copied at once (64 KB: microseconds) into
- * memory that goes to the worker whole, so a large answer costs the event loop no copy at the end.
- */
+/** A body collected chunk by chunk as it arrives, each chunk copied at once into memory of its own. */
 export interface AnswerBody {
   push(chunk: Buffer): void
   readonly length: number
@@ -96,8 +93,7 @@ export function createAnswerReader(options: AnswerReaderOptions = {}): AnswerRea
       push(chunk) {
         const needed = state.length + chunk.length
         if (needed > state.memory.byteLength) {
-          const grown =
-            pool.takeSpare(Math.max(needed, expectedBytes)) ?? roomFor(Math.max(needed * 2, expectedBytes))
+          const grown = new ArrayBuffer(roomSize(Math.max(needed * 2, expectedBytes)))
           new Uint8Array(grown).set(new Uint8Array(state.memory, 0, state.length))
           state.memory = grown
         }
@@ -114,31 +110,24 @@ export function createAnswerReader(options: AnswerReaderOptions = {}): AnswerRea
 
   function read(kind: 'image' | 'json', body: AnswerBytes, texts = false): Promise<unknown> {
     const state = collected.get(body as AnswerBody)
+    let parts: readonly Uint8Array[]
     if (state !== undefined) {
       collected.delete(body as AnswerBody)
-      if (!pool.closed && state.length >= workerMinBytes)
-        return pool.run(kind, texts, state.memory, state.length)
-      body = Buffer.from(state.memory, 0, state.length)
-    }
-    const parts = Buffer.isBuffer(body) ? [body] : (body as readonly Buffer[])
+      parts = [new Uint8Array(state.memory, 0, state.length)]
+    } else parts = Buffer.isBuffer(body) ? [body] : (body as readonly Buffer[])
     let size = 0
     for (const part of parts) size += part.length
-    if (pool.closed || size < workerMinBytes) {
-      const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts, size)
-      try {
-        return Promise.resolve(
-          kind === 'image' ? inPlace(bytes, limits, texts) : readJsonValue(bytes, limits),
-        )
-      } catch (err) {
-        return Promise.reject(err)
-      }
+    // Into the worker's memory when a worker takes it (answer-pool.ts).
+    if (!pool.closed && size >= workerMinBytes) return pool.run(kind, texts, parts)
+    const bytes =
+      parts.length === 1
+        ? Buffer.from(parts[0]!.buffer, parts[0]!.byteOffset, size)
+        : Buffer.concat(parts, size)
+    try {
+      return Promise.resolve(kind === 'image' ? inPlace(bytes, limits, texts) : readJsonValue(bytes, limits))
+    } catch (err) {
+      return Promise.reject(err)
     }
-    // One copy, into memory that is then moved to the worker, not copied again.
-    const memory = pool.takeSpare(size) ?? roomFor(size)
-    const own = Buffer.from(memory, 0, size)
-    let at = 0
-    for (const part of parts) at += part.copy(own, at)
-    return pool.run(kind, texts, memory, size)
   }
 
   return {

@@ -110,6 +110,7 @@ export function createLastFrame(deps: {
     if (hit && hit.frameId === meta.frameId && hit.panel === panelKey) {
       cache.delete(deviceId)
       cache.set(deviceId, hit)
+      await deps.store.touch(deviceId)
       return hit
     }
     const frame = await deps.store.read(deviceId)

@@ -21,14 +21,10 @@ export type { FrameMeta, StoredFrame } from './frame-file.ts'
  * packed pixels, written to a temporary file, fsync'd and renamed over the old one, so a crash leaves either
  * the old frame or the new one, never half of each.
  *
- * Any device id can leave a file here, so the store is bounded (issue 13, "Disk use grows with every device
- * id"): a display whose frame was neither made nor sent for FRAME_KEEP_DAYS is forgotten, and past
- * FRAME_STORE_MAX_BYTES the least recently used frames go first. A file that frame-file.ts refuses is reported
- * and skipped, never sent.
- *
- * Beside each frame the store keeps the picture it was made from (`<id>.source`, the PNG A1111 sent), so a
- * display whose panel changes gets the picture rendered anew rather than the old frame (issue 15). Its bytes
- * count towards FRAME_STORE_MAX_BYTES, and it goes when its frame goes.
+ * Any device id can leave a file here, so the store is bounded (issue 13): a display whose frame was neither
+ * made nor sent for FRAME_KEEP_DAYS is forgotten, and past FRAME_STORE_MAX_BYTES the least recently used go
+ * first. Beside each frame the store keeps the picture it was made from (`<id>.source`, the PNG A1111 sent),
+ * so a display whose panel changes gets it rendered anew (issue 15); it counts in the bytes and goes with it.
  */
 
 const DAY_MS = 24 * 3600 * 1000
@@ -62,6 +58,8 @@ export interface FrameStore {
   nextFrameId(deviceId: string): number
   /** Another bridge sent the device this frame id (MQTT_URL): the next one here is numbered after it if newer. */
   seenFrameId(deviceId: string, frameId: number): void
+  /** The frame was sent from the copy in memory (last-frame.ts): that counts as use, as a read does. */
+  touch(deviceId: string): Promise<void>
   /** Removes the device's frame file and everything the store knows of it. False when there was nothing. */
   forget(deviceId: string): Promise<boolean>
   /** Forgets displays unused for longer than keepDays, then the least recently used past maxBytes. */
@@ -127,10 +125,12 @@ export function createFrameStore(
     const entry = kept.get(deviceId)
     if (!entry) return
     const at = now()
+    const before = entry.usedAt
     entry.usedAt = at.getTime()
     kept.delete(deviceId)
     kept.set(deviceId, entry)
-    // The file's time carries the use across a restart; without it the frame only looks older than it is.
+    // The file's time carries the use across a restart; to the hour is enough for FRAME_KEEP_DAYS.
+    if (entry.usedAt - before < 3_600_000) return
     await utimes(fileOf(deviceId), at, at).catch((err: unknown) =>
       deps.log.debug({ err, deviceId }, 'frame file time not updated'),
     )
@@ -208,6 +208,7 @@ export function createFrameStore(
     },
 
     meta: (deviceId) => kept.get(deviceId)?.meta,
+    touch: used,
     all: () => [...kept.values()].map((k) => k.meta),
 
     async read(deviceId) {

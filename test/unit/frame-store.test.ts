@@ -3,6 +3,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pino from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
+import { configSchema } from '../../src/config/schema.ts'
+import { panelFromConfig } from '../../src/image/panel.ts'
+import { createLastFrame } from '../../src/jobs/last-frame.ts'
 import { createFrameStore, type FrameStoreLimits, type StoredFrame } from '../../src/store/frame-store.ts'
 
 const dirs: string[] = []
@@ -167,6 +170,36 @@ describe('the frame store', () => {
     expect((await restarted.sweep(day(52))).forgotten).toEqual(['later'])
     expect(restarted.all().map((m) => m.deviceId)).toEqual(['early'])
     expect(existsSync(join(dir, 'frames', 'later.frame'))).toBe(false)
+  })
+
+  it('counts a frame sent from the in-memory copy as used, across a restart too', async () => {
+    const dir = tempDir()
+    let now = day(0)
+    const limits: FrameStoreLimits = { keepDays: 30, maxBytes: 1 << 30 }
+    const { log } = capture()
+    const store = createFrameStore(dir, { log, now: () => now }, limits)
+    await store.load()
+    const panel = { ...panelFromConfig(configSchema.parse({})), width: 8, height: 8 }
+    const sent: number[] = []
+    const lastFrame = createLastFrame({
+      store,
+      output: { status: () => undefined, frame: (_id, chunks) => sent.push(chunks.length) },
+      panelOf: () => panel,
+      clock: { now: () => now, monotonic: () => now.getTime() },
+      log,
+    })
+    await store.save(frame('daily'))
+    await store.save(frame('gone'))
+    lastFrame.remember('daily', 1, [Buffer.from('chunk')])
+    now = day(25)
+    // Resent from memory, no read of the file: it must count as use all the same.
+    expect(await lastFrame.resend('daily')).toBe(1)
+    expect(sent).toEqual([1])
+    expect((await store.sweep(day(49))).forgotten).toEqual(['gone'])
+    const restarted = createFrameStore(dir, capture(), limits)
+    await restarted.load()
+    expect((await restarted.sweep(day(50))).forgotten).toEqual([])
+    expect(restarted.all().map((m) => m.deviceId)).toEqual(['daily'])
   })
 
   it('keeps within maxBytes, forgetting the least recently used first', async () => {

@@ -298,6 +298,33 @@ async function load(servers: number, durationMs: number): Promise<LoadRun> {
   }
 }
 
+/** The same work in one process (the bench's): CONCURRENCY loops of the floor against one cached fake. */
+async function peerLoad(durationMs: number): Promise<{ rps: number; cpuMsPerRequest: number }> {
+  const fake = await startFakeA1111({ cachedAnswer: true })
+  const pool = new Pool(fake.url, { connections: CONCURRENCY })
+  let done = 0
+  try {
+    const payload = body('peer', 0)
+    const loop = async (deadline: number, record: boolean) => {
+      while (performance.now() < deadline) {
+        await floorOnce(pool, payload)
+        if (record) done++
+      }
+    }
+    const warm = performance.now() + 1_000
+    await Promise.all(Array.from({ length: CONCURRENCY }, () => loop(warm, false)))
+    const cpu = process.cpuUsage()
+    const startAt = performance.now()
+    await Promise.all(Array.from({ length: CONCURRENCY }, () => loop(startAt + durationMs, true)))
+    const windowMs = performance.now() - startAt
+    const used = process.cpuUsage(cpu)
+    return { rps: (done * 1000) / windowMs, cpuMsPerRequest: (used.user + used.system) / 1000 / done }
+  } finally {
+    await pool.close()
+    await fake.close()
+  }
+}
+
 export const http: Bench = async ({ quick }) => {
   const iterations = quick ? 30 : 200
   const durationMs = quick ? 5_000 : 15_000
@@ -311,6 +338,7 @@ export const http: Bench = async ({ quick }) => {
       all.get(count)!.push(await load(count, durationMs))
     }
   }
+  const peer = await peerLoad(durationMs)
   const rps = (r: LoadRun) => (r.completed * 1000) / r.windowMs
   /** The run with the median req/s of each server count stands for it in the tables. */
   const runs = SERVER_COUNTS.map((c) => {
@@ -383,6 +411,10 @@ export const http: Bench = async ({ quick }) => {
         ]),
       ),
       '',
+      `- Peer, the same work in one process (the bench's: ${CONCURRENCY} loops of POST to one cached fake + ` +
+        `JSON.parse + base64 + imageToRgb565, fake included): **${peer.rps.toFixed(1)} req/s**, ` +
+        `${peer.cpuMsPerRequest.toFixed(1)} ms CPU per request; one server through the bridge is ` +
+        `${(rps(one) / peer.rps).toFixed(2)}x of it.`,
       `- **4 servers / 1 = ${scale.toFixed(2)}x** (target >= ${TARGET_SCALE}: ${verdict(scale >= TARGET_SCALE)}); ` +
         `**/health p95 under ${HEALTH_TARGET_MS} ms with every count: ${verdict(healthOk)}** ` +
         `(${runs.map((r) => `${r.servers}: ${ms(r.health.p95)} ms`).join(', ')}).`,

@@ -153,6 +153,11 @@ export function createLiveState(deps: LiveDeps): LiveState {
       if (deviceId !== undefined) previews.delete(deviceId)
       queueChanged()
     }),
+    // A display's info changes its panel and telemetry on the card; the list it is in may not change at all.
+    deps.events.on('device.info', ({ deviceId }) => {
+      const info = deps.devices().find((d) => d.id === deviceId)
+      if (info) broadcast({ event: 'devices', data: [deviceView(info)] })
+    }),
     deps.events.on('generator.state', () => broadcast({ event: 'generators', data: generatorsView() })),
     deps.events.on('generation.measured', ({ generatorId, ms, error }) => {
       if (error === undefined) {

@@ -61,21 +61,41 @@ function expectSamePicture(rgba: number[], frame: { width: number; height: numbe
   expect(worst).toBeLessThanOrEqual(4)
 }
 
-/** Records every state a card passes through, so a short-lived one is not missed between two looks. */
+/** What a card showed at one moment: its state, the status line, and the progress bar (null when hidden). */
+interface CardLook {
+  state: string
+  text: string
+  bar: number | null
+}
+
+/**
+ * Records every state a card passes through, with the status line and the progress bar as they were then,
+ * so a short-lived one is not missed between two looks.
+ */
 async function watchStates(page: Page): Promise<void> {
   await page.evaluate(() => {
     const seen: Record<string, string[]> = {}
-    ;(window as unknown as { seenStates: typeof seen }).seenStates = seen
-    new MutationObserver((changes) => {
-      for (const change of changes) {
-        const el = change.target as HTMLElement
-        const id = el.dataset.device
-        if (!id || !el.dataset.state) continue
+    const looks: Record<string, { state: string; text: string; bar: number | null }[]> = {}
+    const w = window as unknown as { seenStates: typeof seen; seenLooks: typeof looks }
+    w.seenStates = seen
+    w.seenLooks = looks
+    new MutationObserver(() => {
+      for (const el of document.querySelectorAll<HTMLElement>('article[data-device]')) {
+        const id = el.dataset.device!
+        const state = el.dataset.state ?? ''
         seen[id] ??= []
-        const list = seen[id]
-        if (list.at(-1) !== el.dataset.state) list.push(el.dataset.state)
+        if (state && seen[id].at(-1) !== state) seen[id].push(state)
+        const bar = el.querySelector<HTMLProgressElement>('progress.progress')!
+        const look = {
+          state,
+          text: el.querySelector('.state')?.textContent ?? '',
+          bar: bar.hidden ? null : bar.value,
+        }
+        looks[id] ??= []
+        const last = looks[id].at(-1)
+        if (!last || last.text !== look.text || last.bar !== look.bar) looks[id].push(look)
       }
-    }).observe(document.body, { subtree: true, attributes: true, attributeFilter: ['data-state'] })
+    }).observe(document.body, { subtree: true, attributes: true, childList: true, characterData: true })
   })
 }
 
@@ -84,6 +104,21 @@ const seenStates = (page: Page, id: string) =>
     (d) => (window as unknown as { seenStates: Record<string, string[]> }).seenStates[d] ?? [],
     id,
   )
+
+const seenLooks = (page: Page, id: string) =>
+  page.evaluate(
+    (d) => (window as unknown as { seenLooks: Record<string, CardLook[]> }).seenLooks[d] ?? [],
+    id,
+  )
+
+/** Presses Tab until the focused element matches `selector`; fails when it is not reached in 80 presses. */
+async function tabTo(page: Page, selector: string): Promise<void> {
+  for (let i = 0; i < 80; i++) {
+    await page.keyboard.press('Tab')
+    if (await page.evaluate((s) => document.activeElement?.matches(s) === true, selector)) return
+  }
+  throw new Error(`Tab never reached ${selector}`)
+}
 
 describe('the dashboard, without a key', () => {
   let bridge: TestBridge
@@ -106,8 +141,19 @@ describe('the dashboard, without a key', () => {
   })
 
   it('shows both displays, takes a prompt from the page and shows the picture the display got', async () => {
+    const weight = new Map<string, number>()
+    page.on('response', async (r) => {
+      const path = new URL(r.url()).pathname
+      if (path === '/' || path.startsWith('/dashboard/')) weight.set(path, (await r.body()).length)
+    })
     await page.goto(`http://127.0.0.1:${bridge.httpPort}/`)
     await page.getByText('live', { exact: true }).waitFor()
+    // The page is light: its HTML, script and style sheet together, as sent (README, "Dashboard").
+    await expect
+      .poll(() => [...weight.keys()].sort())
+      .toEqual(['/', '/dashboard/app.js', '/dashboard/style.css'])
+    const bytes = [...weight.values()].reduce((a, b) => a + b, 0)
+    expect(bytes).toBeLessThan(24 * 1024)
     const cards = page.locator('article[data-device]')
     await expect
       .poll(() => cards.evaluateAll((els) => els.map((e) => (e as HTMLElement).dataset.device)))
@@ -139,9 +185,34 @@ describe('the dashboard, without a key', () => {
     const states = await seenStates(page, 'kitchen')
     expect(states).toContain('generating')
     expect(states.at(-1)).toBe('done')
+    // While it generated, the card had a moving progress bar and the time left (the demo gives an ETA).
+    const generating = (await seenLooks(page, 'kitchen')).filter((l) => l.state === 'generating')
+    expect(generating.some((l) => /^generating, \d+ %, about \d+ s left$/.test(l.text))).toBe(true)
+    const bars = generating.map((l) => l.bar).filter((b) => b !== null)
+    expect(bars.some((b) => b > 0 && b < 1)).toBe(true)
+    expect(await card.locator('progress.progress').isHidden()).toBe(true)
     await expect
       .poll(() => card.locator('.state').textContent())
       .toBe(`done: frame ${done.frame_id}, seed 1234`)
+
+    // What the display says about itself shows up on its card as it says it, without a reload.
+    await kitchen.client.publishAsync(
+      'pico/kitchen/info',
+      JSON.stringify({ fw: '1.4.0', rssi: -61, heap_free: 81920, battery_v: 3.9 }),
+      { qos: 1, retain: true },
+    )
+    await expect
+      .poll(() => card.locator('.about').textContent())
+      .toMatch(
+        /^panel 240×240 rgb565-be · firmware 1\.4\.0 · Wi-Fi -61 dBm · 80 KiB free · battery 3\.9 V · /,
+      )
+    expect(await page.locator('[data-device="hall"] .about').textContent()).not.toMatch(/firmware|Wi-Fi/)
+
+    // 360 px wide: one column, nothing wider than the screen.
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(360)
+    const box = await card.boundingBox()
+    expect(box!.x).toBeGreaterThanOrEqual(0)
+    expect(box!.x + box!.width).toBeLessThanOrEqual(360)
     await page.screenshot({ path: `${SHOTS}/dashboard-360.png`, fullPage: true })
   })
 
@@ -153,6 +224,14 @@ describe('the dashboard, without a key', () => {
     await page.waitForFunction(
       () => document.querySelector<HTMLElement>('[data-device="kitchen"]')?.dataset.state === 'generating',
     )
+
+    // A prompt the bridge refuses, from MQTT: the hall's card shows it as its last error.
+    await hall.client.publishAsync('pico/hall/prompt', JSON.stringify({ prompt: 'x', steps: 'many' }), {
+      qos: 1,
+    })
+    const hallError = page.locator('[data-device="hall"] .error')
+    await hallError.waitFor()
+    expect(await hallError.textContent()).toMatch(/^Last error: .+ \(E_BAD_PROMPT\)$/)
 
     // Another display's prompt, from MQTT, waits behind it: the page shows it at once.
     const from = hall.statuses.length
@@ -184,6 +263,28 @@ describe('the dashboard, without a key', () => {
     await expect
       .poll(() => page.locator('#generators li').allTextContents())
       .toEqual([expect.stringMatching(/^demo: up; recent: /)])
+  })
+
+  it('is used with the keyboard alone: Tab to a prompt box, the advanced fields and Generate', async () => {
+    const from = hall.statuses.length
+    await page.evaluate(() => (document.activeElement as HTMLElement | null)?.blur())
+    await tabTo(page, '[data-device="hall"] textarea[name="prompt"]')
+    await page.keyboard.type('a kite over the dunes')
+    await tabTo(page, '[data-device="hall"] summary')
+    // The fold-out stays as the last test left it, or opens with Enter.
+    if (!(await page.locator('[data-device="hall"] details').evaluate((d) => (d as HTMLDetailsElement).open)))
+      await page.keyboard.press('Enter')
+    await tabTo(page, '[data-device="hall"] input[name="seed"]')
+    await page.keyboard.type('4242')
+    await tabTo(page, '[data-device="hall"] button[type="submit"]')
+    // The focused control can be seen.
+    expect(await page.evaluate(() => getComputedStyle(document.activeElement!).outlineStyle)).not.toBe('none')
+    await page.keyboard.press('Enter')
+    const done = await hall.waitForStatus((s) => s.state === 'done', from)
+    expect(done.seed).toBe(4242)
+    await expect
+      .poll(() => page.locator('[data-device="hall"] .about').textContent())
+      .toContain('last prompt: “a kite over the dunes”')
   })
 
   it('generates again with the same prompt and a new seed', async () => {
@@ -276,11 +377,37 @@ describe('the dashboard with previews from A1111', () => {
     await page.goto(`http://127.0.0.1:${bridge.httpPort}/`)
     await page.getByText('live', { exact: true }).waitFor()
     const card = page.locator('[data-device="porch"]')
+    const sent: unknown[] = []
+    page.on('request', (r) => {
+      if (r.method() === 'POST' && new URL(r.url()).pathname === '/api/v1/devices/porch/prompt')
+        sent.push(r.postDataJSON())
+    })
     await card.getByRole('textbox', { name: 'Prompt', exact: true }).fill('a porch light in the fog')
     await card.getByText('Advanced').click()
+    await card.getByLabel('Negative prompt').fill('people, text')
+    await card.getByLabel('Seed').fill('777')
     await card.getByLabel('Steps').fill('150')
+    await card.getByLabel('Fit').selectOption('contain')
     await card.getByLabel('Show previews while generating').check()
     await card.getByRole('button', { name: 'Generate', exact: true }).click()
+    // Every field of the fold-out goes with the prompt, and what A1111 is asked for follows it.
+    await expect.poll(() => sent).toHaveLength(1)
+    expect(sent[0]).toEqual({
+      prompt: 'a porch light in the fog',
+      negative_prompt: 'people, text',
+      seed: 777,
+      steps: 150,
+      fit: 'contain',
+      preview: true,
+    })
+    const txt2img = () => fake.requests.find((r) => r.path === '/sdapi/v1/txt2img')
+    await expect.poll(txt2img).toBeDefined()
+    expect(txt2img()!.body).toMatchObject({
+      prompt: 'a porch light in the fog',
+      negative_prompt: 'people, text',
+      seed: 777,
+      steps: 150,
+    })
 
     const shown = await page.waitForFunction(() => {
       const img = document.querySelector<HTMLImageElement>('[data-device="porch"] img.picture')

@@ -192,13 +192,14 @@ function describe(status) {
 
 function aboutPanel(d) {
   const parts = []
-  const p = d.panel ?? d.info?.panel ?? panel
+  const p = d.panel ?? panel
   if (p) parts.push(`panel ${p.width}×${p.height} ${p.format}`)
-  const info = d.info ?? {}
-  if (info.fw) parts.push(`firmware ${info.fw}`)
-  if (info.rssi !== undefined) parts.push(`Wi-Fi ${info.rssi} dBm`)
-  if (info.heap_free !== undefined) parts.push(`${Math.round(info.heap_free / 1024)} KiB free`)
-  if (info.battery_v !== undefined) parts.push(`battery ${info.battery_v} V`)
+  // What the display's last info said (GET /api/v1/devices, `telemetry`); a field it did not send is null.
+  const t = d.telemetry ?? {}
+  if (t.fw != null) parts.push(`firmware ${t.fw}`)
+  if (t.rssi != null) parts.push(`Wi-Fi ${t.rssi} dBm`)
+  if (t.heap_free != null) parts.push(`${Math.round(t.heap_free / 1024)} KiB free`)
+  if (t.battery_v != null) parts.push(`battery ${t.battery_v} V`)
   if (d.prompt) parts.push(`last prompt: “${d.prompt}”`)
   return parts.join(' · ')
 }

@@ -41,6 +41,8 @@ export interface A1111GeneratorOptions {
 
 const TXT2IMG = '/sdapi/v1/txt2img'
 const PROGRESS = '/sdapi/v1/progress?skip_current_image=false'
+/** The own-job snapshot needs only the state: without the preview, A1111 does not decode and encode one. */
+const PROGRESS_STATE = '/sdapi/v1/progress?skip_current_image=true'
 const INTERRUPT = '/sdapi/v1/interrupt'
 const OPTIONS = '/sdapi/v1/options'
 /** Side requests (interrupt, progress) must never hold up a job for long. */
@@ -109,7 +111,7 @@ export function createA1111Generator(
   async function snapshot(): Promise<{ snapshot: ProgressSnapshot | undefined | null; answeredAt: number }> {
     const asked = clock.monotonic()
     try {
-      const answer = await call('GET', PROGRESS, undefined, AbortSignal.timeout(SIDE_TIMEOUT_MS))
+      const answer = await call('GET', PROGRESS_STATE, undefined, AbortSignal.timeout(SIDE_TIMEOUT_MS))
       const answeredAt = clock.monotonic()
       if (answer.status === 404) return { snapshot: null, answeredAt }
       const parsed = answer.status === 200 ? parseProgressAnswer(answer.text) : undefined

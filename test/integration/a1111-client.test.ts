@@ -246,7 +246,10 @@ describe('A1111 client against the fake A1111', () => {
     expect(previews.length).toBeGreaterThan(0)
     const meta = await sharp(previews[0]).metadata()
     expect([meta.format, meta.width, meta.height]).toEqual(['png', 96, 64])
-    const polls = server.requests.filter((r) => r.path === '/sdapi/v1/progress')
+    // The snapshot before the job asks for the state only; the polls while it runs want the preview.
+    const [snapshot, ...polls] = server.requests.filter((r) => r.path === '/sdapi/v1/progress')
+    expect(snapshot?.query.get('skip_current_image')).toBe('true')
+    expect(polls.length).toBeGreaterThan(2)
     expect(polls.every((r) => r.query.get('skip_current_image') === 'false')).toBe(true)
   })
 

@@ -174,6 +174,10 @@ describe('Home Assistant', () => {
       'a lighthouse at dusk',
     )
 
+    // A picture of one colour would match too easily: the demo draws the prompt's words on a gradient.
+    const colours = new Set<number>()
+    for (let i = 0; i < frame!.pixels.length; i += 2) colours.add(frame!.pixels.readUInt16BE(i))
+    expect(colours.size).toBeGreaterThan(100)
     const png = await ha.next(c.picture!.image_topic as string, () => true, from)
     const { data, info } = await sharp(png).raw().toBuffer({ resolveWithObject: true })
     expect([info.width, info.height]).toEqual([frame!.width, frame!.height])
@@ -194,6 +198,9 @@ describe('Home Assistant', () => {
     await ha.publish(c.again!.command_topic as string, 'PRESS')
     const again = await ha.json(status, (b) => b.state === 'done', from)
     expect(again.job).not.toBe(first.job)
+    // A new seed (the first was A1111's pick too: two equal ones are a 1 in 2^32 chance), the same prompt.
+    expect(again.seed).toEqual(expect.any(Number))
+    expect(again.seed).not.toBe(first.seed)
     expect((await ha.next(c.prompt!.state_topic as string, () => true, from)).toString()).toBe(
       'a lighthouse at dusk',
     )
@@ -201,8 +208,48 @@ describe('Home Assistant', () => {
     from = ha.messages.length
     await kitchen.prompt({ prompt: 'a long one', steps: 150 })
     await ha.json(status, (b) => b.state === 'generating', from)
+    // Another display's prompt waits behind it: the bridge's Queue length says so, and 0 again once it ran.
+    const porch = await connectDevice(bridge.mqttUrl, 'porch')
+    await porch.prompt('a porch in the rain')
+    expect(await ha.json('pico/bridge/ha/state', (b) => b.queue === 1, from)).toMatchObject({
+      generators_up: 1,
+      generators: 1,
+    })
     await ha.publish(c.cancel!.command_topic as string, 'PRESS')
     expect(await ha.json(status, (b) => b.state === 'cancelled', from)).toMatchObject({ reason: 'requested' })
+    await porch.waitForStatus((s) => s.state === 'done')
+    await ha.json('pico/bridge/ha/state', (b) => b.queue === 0, from)
+    await porch.close()
+  })
+
+  it('gives a display a diagnostic sensor only for what its info has said, and keeps it', async () => {
+    const base = ['again', 'cancel', 'picture', 'progress', 'prompt', 'status']
+    const porchConfig = 'homeassistant/device/pico_porch/config'
+    const keys = (body: Record<string, unknown>) => Object.keys(body.cmps as object).sort()
+    // Porch (the test above) sent a prompt and never an info: no diagnostic sensor.
+    expect(keys(await ha.json(porchConfig))).toEqual(base)
+    const porch = await connectDevice(bridge.mqttUrl, 'porch')
+    let from = ha.messages.length
+    await porch.client.publishAsync('pico/porch/info', JSON.stringify({ rssi: -70 }), { qos: 1 })
+    const withRssi = await ha.json(porchConfig, () => true, from)
+    expect(keys(withRssi)).toEqual([...base, 'rssi'].sort())
+    expect(JSON.parse((await ha.next('pico/porch/ha/info', () => true, from)).toString())).toEqual({
+      rssi: -70,
+    })
+    from = ha.messages.length
+    await porch.client.publishAsync('pico/porch/info', JSON.stringify({ battery_v: 3.7 }), { qos: 1 })
+    // A sensor once reported stays (Home Assistant shows it unknown rather than dropping it).
+    expect(keys(await ha.json(porchConfig, () => true, from))).toEqual([...base, 'battery_v', 'rssi'].sort())
+    await porch.close()
+  })
+
+  it('shows the last error on the bridge device', async () => {
+    const from = ha.messages.length
+    await kitchen.client.publishAsync('pico/kitchen/prompt', JSON.stringify({ prompt: 'x', steps: 'many' }), {
+      qos: 1,
+    })
+    const state = await ha.json('pico/bridge/ha/state', (b) => b.last_error !== 'none', from)
+    expect(state.last_error).toMatch(/^E_BAD_PROMPT: /)
   })
 
   it('names only topics that exist: a Home Assistant starting now finds each one retained, and the bridge reads each command topic', async () => {
@@ -255,15 +302,25 @@ describe('Home Assistant', () => {
       qos: 1,
       retain: true,
     })
-    await ha.next('homeassistant/device/pico_hall/config', (p) => p.length > 0)
+    const hallConfig = await ha.json(
+      'homeassistant/device/pico_hall/config',
+      (b) => 'fw' in (b.cmps as object),
+    )
+    // It said its firmware only: that one diagnostic sensor, none for what it did not say.
+    expect(Object.keys(hallConfig.cmps as object)).toContain('fw')
+    expect(Object.keys(hallConfig.cmps as object)).not.toContain('rssi')
     await hall.close()
-    await bridge.restart()
+    // Taken before the restart: the new bridge may speak to Home Assistant before restart() returns.
     const from = ha.messages.length
+    await bridge.restart()
     await ha.next('homeassistant/device/pico_hall/config', (p) => p.length > 0, from)
     const res = await fetch(`http://127.0.0.1:${bridge.httpPort}/api/v1/devices/hall`, { method: 'DELETE' })
     expect(res.status).toBe(200)
     expect(await res.json()).toEqual({ device: 'hall', forgotten: true })
     await ha.next('homeassistant/device/pico_hall/config', (p) => p.length === 0, from)
+    // Its entities' retained state goes too, so nothing of it is left on the broker.
+    for (const what of ['picture', 'status', 'prompt', 'info', 'availability'])
+      await ha.next(`pico/hall/ha/${what}`, (p) => p.length === 0, from)
     const again = await fetch(`http://127.0.0.1:${bridge.httpPort}/api/v1/devices/hall`, { method: 'DELETE' })
     expect(again.status).toBe(404)
   })

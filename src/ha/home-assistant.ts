@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises'
 import type { Logger } from 'pino'
 import { AppError, toAppError } from '../errors.ts'
 import type { EventBus } from '../events.ts'
@@ -18,6 +17,7 @@ import {
 } from './discovery.ts'
 import type { KnownDisplay, KnownDisplays } from './known-displays.ts'
 import type { HaLink } from './link.ts'
+import { packageOrigin } from './origin.ts'
 import { framePng } from './picture.ts'
 import { type BridgeSensors, haStatus, lastErrorState, pickTelemetry, promptState } from './states.ts'
 
@@ -220,6 +220,12 @@ export function createHomeAssistant(
   }
 
   function message(topic: string, payload: Buffer): void {
+    if (topic === topics.bridgeAvailability) {
+      // Bridges on one broker share this topic (README "Home Assistant"): one that stops or dies says
+      // offline for all of them, so each that still runs says online again (a stopping one cannot publish).
+      if (payload.toString('utf8') === 'offline') link.publish(topic, 'online', { retain: true })
+      return
+    }
     if (topic === topics.haStatus) {
       // Home Assistant's birth message: it (re)started and reads discovery again.
       if (payload.toString('utf8').trim() === 'online') publishAll(false)
@@ -264,7 +270,7 @@ export function createHomeAssistant(
           const commands = options.shareGroup
             ? `$share/${options.shareGroup}/${topics.commandFilter}`
             : topics.commandFilter
-          link.subscribe([topics.haStatus, commands])
+          link.subscribe([topics.haStatus, topics.bridgeAvailability, commands])
           publishAll(true)
         },
         message,
@@ -290,13 +296,4 @@ export function createHomeAssistant(
       return had
     },
   }
-}
-
-/** The bridge's version, and its home page as the origin's support URL when package.json names one. */
-async function packageOrigin(): Promise<Pick<Origin, 'sw' | 'url'>> {
-  const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as {
-    version: string
-    homepage?: string
-  }
-  return pkg.homepage ? { sw: pkg.version, url: pkg.homepage } : { sw: pkg.version }
 }

@@ -14,6 +14,8 @@ describe('Home Assistant with two bridges on one broker', () => {
   let ha: MqttClient
   const seen: { topic: string; body: Record<string, unknown> }[] = []
   const waiters = new Set<() => void>()
+  /** What was said on the bridges' availability topic, in order. */
+  const said: string[] = []
   const bridges: TestBridge[] = []
   let kitchen: TestDevice
 
@@ -33,11 +35,15 @@ describe('Home Assistant with two bridges on one broker', () => {
     mosquitto = await startMosquitto('allow_anonymous true')
     ha = connect(mosquitto.url, { protocolVersion: 5, clientId: 'fake-home-assistant', reconnectPeriod: 0 })
     ha.on('message', (topic, payload) => {
+      if (topic === 'pico/bridge/ha/availability') said.push(payload.toString())
       if (payload.length === 0 || payload[0] !== 0x7b) return
       seen.push({ topic, body: JSON.parse(payload.toString()) as Record<string, unknown> })
       for (const w of [...waiters]) w()
     })
-    await ha.subscribeAsync(['homeassistant/device/+/config', 'pico/kitchen/status'], { qos: 1 })
+    await ha.subscribeAsync(
+      ['homeassistant/device/+/config', 'pico/kitchen/status', 'pico/bridge/ha/availability'],
+      { qos: 1 },
+    )
     for (const id of ['bridge-a', 'bridge-b'])
       bridges.push(await startBridge({ MQTT_URL: mosquitto.url, MQTT_CLIENT_ID: id, DEMO_STEP_MS: 10 }))
     kitchen = await connectDevice(mosquitto.url, 'kitchen')
@@ -76,5 +82,31 @@ describe('Home Assistant with two bridges on one broker', () => {
     // Two links, one per bridge: neither took the other's over.
     for (const b of bridges)
       expect(b.logs.filter((l) => l.msg === 'Home Assistant link connected')).toHaveLength(1)
+  })
+
+  it('keeps the displays available in Home Assistant while one of the two bridges stops', async () => {
+    const from = said.length
+    await bridges[0]!.stop()
+    // The stopping bridge said offline on the topic both share; the one still running says online again.
+    await new Promise<void>((resolve) => {
+      const look = () => {
+        const after = said.slice(from)
+        if (after.includes('offline') && after.at(-1) === 'online') resolve()
+      }
+      ha.on('message', look)
+      look()
+    })
+    // What a Home Assistant starting now reads: the retained value.
+    const late = connect(mosquitto.url, { protocolVersion: 5, reconnectPeriod: 0 })
+    const retained = new Promise<string>((resolve) =>
+      late.on('message', (_topic, payload, packet) => packet.retain && resolve(payload.toString())),
+    )
+    await late.subscribeAsync('pico/bridge/ha/availability', { qos: 1 })
+    expect(await retained).toBe('online')
+    await late.endAsync()
+    // And the one left takes Home Assistant's prompts.
+    const start = seen.length
+    await ha.publishAsync('pico/kitchen/ha/set/prompt', 'a harbour at night', { qos: 1 })
+    await status((b) => b.state === 'done', start)
   })
 })

@@ -110,3 +110,50 @@ describe('Home Assistant with two bridges on one broker', () => {
     await status((b) => b.state === 'done', start)
   })
 })
+
+describe('Home Assistant on a broker of its own while the displays use MQTT_URL', () => {
+  it('talks to Home Assistant only on HA_MQTT_URL, and carries its prompts to the displays on MQTT_URL', async () => {
+    const displays = await startMosquitto('allow_anonymous true')
+    const home = await startMosquitto('allow_anonymous true')
+    const onDisplays: string[] = []
+    const watcher = connect(displays.url, { protocolVersion: 5, reconnectPeriod: 0 })
+    watcher.on('message', (topic) => onDisplays.push(topic))
+    await new Promise((resolve) => watcher.once('connect', resolve))
+    await watcher.subscribeAsync(['homeassistant/#', 'pico/+/ha/#', 'pico/bridge/ha/#'], { qos: 1 })
+    const homeHa = connect(home.url, { protocolVersion: 5, reconnectPeriod: 0 })
+    const configs: string[] = []
+    homeHa.on('message', (topic) => configs.push(topic))
+    await new Promise((resolve) => homeHa.once('connect', resolve))
+    await homeHa.subscribeAsync('homeassistant/device/+/config', { qos: 1 })
+    const bridge = await startBridge({ MQTT_URL: displays.url, HA_MQTT_URL: home.url, DEMO_STEP_MS: 5 })
+    const hall = await connectDevice(displays.url, 'hall')
+    try {
+      await hall.publish('get')
+      await new Promise<void>((resolve) => {
+        const look = () => configs.includes('homeassistant/device/pico_hall/config') && resolve()
+        homeHa.on('message', look)
+        look()
+      })
+      const frames = hall.frames.length
+      await homeHa.publishAsync('pico/hall/ha/set/prompt', 'a kite', { qos: 1 })
+      await hall.waitForFrames(frames + 1)
+      // A message on the displays' broker after the Home Assistant traffic above: nothing of it came here.
+      await watcher.publishAsync('homeassistant/sync', 'x', { qos: 1 })
+      await new Promise<void>((resolve) => {
+        const look = () => onDisplays.includes('homeassistant/sync') && resolve()
+        watcher.on('message', look)
+        look()
+      })
+      expect(onDisplays).toEqual(['homeassistant/sync'])
+      // Home Assistant's broker heard the link at MQTT 5 (Mosquitto logs the protocol as p5).
+      expect(home.output()).toMatch(/as \S+-ha-pico_bridge \(p5,/)
+    } finally {
+      await hall.close()
+      await bridge.stop()
+      await watcher.endAsync()
+      await homeHa.endAsync()
+      await displays.stop()
+      await home.stop()
+    }
+  })
+})

@@ -450,9 +450,14 @@ describe('the dashboard with SERVICE_API_KEY', () => {
     const base = `http://127.0.0.1:${bridge.httpPort}`
     page = await browser.newPage({ viewport: { width: 360, height: 700 } })
     const tickets: string[] = []
+    /** Every API request but the stream itself, with the key it carried. */
+    const calls: { path: string; key: string | undefined }[] = []
     page.on('request', (r) => {
-      const token = new URL(r.url()).searchParams.get('token')
+      const url = new URL(r.url())
+      const token = url.searchParams.get('token')
       if (token) tickets.push(token)
+      if (url.pathname.startsWith('/api/') && url.pathname !== '/api/v1/events')
+        calls.push({ path: url.pathname, key: r.headers()['x-api-key'] })
     })
     await page.goto(`${base}/`)
     const keyBox = page.getByLabel('API key')
@@ -472,6 +477,32 @@ describe('the dashboard with SERVICE_API_KEY', () => {
     await page.getByText('live', { exact: true }).waitFor()
     expect(await page.locator('#key-form').isHidden()).toBe(true)
     expect(tickets).toHaveLength(2)
+
+    // With the key kept, the page steers a display and shows its picture: every call carried the key.
+    const den = await connectDevice(bridge.mqttUrl, 'den')
+    try {
+      const card = page.locator('[data-device="den"]')
+      await card.getByRole('textbox', { name: 'Prompt', exact: true }).fill('a den with a fire')
+      await card.getByRole('button', { name: 'Generate', exact: true }).click()
+      const done = await den.waitForStatus((s) => s.state === 'done')
+      const [frame] = await den.waitForFrames(1)
+      await page.waitForFunction(
+        (id) =>
+          document.querySelector<HTMLImageElement>('[data-device="den"] img.picture')?.dataset.frameId === id,
+        String(done.frame_id),
+      )
+      expectSamePicture(await shownPixels(page, 'den'), frame!)
+    } finally {
+      await den.close()
+    }
+    const paths = new Set(calls.map((c) => c.path))
+    expect(paths).toEqual(
+      new Set(['/api/v1/events/token', '/api/v1/devices/den/prompt', '/api/v1/devices/den/frame.png']),
+    )
+    // The refused try before the key was typed went without it; everything after with it.
+    const keyed = calls.slice(calls.findIndex((c) => c.key === KEY))
+    expect(keyed.every((c) => c.key === KEY)).toBe(true)
+    expect(keyed.length).toBeGreaterThanOrEqual(4)
 
     // A ticket is good once: the same URL again is refused.
     const replay = await fetch(`${base}/api/v1/events?token=${tickets[0]}`)

@@ -167,7 +167,13 @@ describe('Home Assistant', () => {
     await ha.publish(c.prompt!.command_topic as string, 'a lighthouse at dusk')
     const [frame] = (await kitchen.waitForFrames(frames + 1)).slice(frames)
     const status = c.status!.state_topic as string
-    await ha.json(status, (b) => b.state === 'generating' && typeof b.progress === 'number', from)
+    await ha.json(status, (b) => b.state === 'queued' && b.progress === 0, from)
+    // The Progress sensor moves in percent while it generates.
+    await ha.json(
+      status,
+      (b) => b.state === 'generating' && (b.progress as number) > 0 && (b.progress as number) < 100,
+      from,
+    )
     const done = await ha.json(status, (b) => b.state === 'done', from)
     expect(done).toMatchObject({ progress: 100, frame_id: frame!.frameId, seed: expect.any(Number) })
     expect((await ha.next(c.prompt!.state_topic as string, () => true, from)).toString()).toBe(

@@ -216,6 +216,7 @@ describe('Home Assistant', () => {
     // Another display's prompt waits behind it: the bridge's Queue length says so, and 0 again once it ran.
     const porch = await connectDevice(bridge.mqttUrl, 'porch')
     await porch.prompt('a porch in the rain')
+    await ha.json('pico/porch/ha/status', (b) => b.state === 'queued' && b.position === 1, from)
     expect(await ha.json('pico/bridge/ha/state', (b) => b.queue === 1, from)).toMatchObject({
       generators_up: 1,
       generators: 1,

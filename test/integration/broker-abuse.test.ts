@@ -394,6 +394,29 @@ describe('floods that ask the bridge for work', () => {
 })
 
 describe('what a client may make the broker keep', () => {
+  it('answers a message for an id that breaks the device-id rule with no status, only a log line', async () => {
+    const bridge = await startBridge()
+    try {
+      const watcher = await anyClient(bridge)
+      const seen: string[] = []
+      watcher.on('message', (topic) => seen.push(topic))
+      await watcher.subscribeAsync(['pico/#', 'free/marker'], { qos: 1 })
+      const sender = await anyClient(bridge)
+      for (const id of ['z'.repeat(65), 'a b', 'bad.id', 'ünï'])
+        await sender.publishAsync(`pico/${id}/prompt`, 'a cat', { qos: 1 })
+      const marked = new Promise((resolve) => watcher.on('message', (t) => t === 'free/marker' && resolve(t)))
+      await sender.publishAsync('free/marker', 'm', { qos: 1 })
+      await marked
+      // The prompts themselves, and nothing the bridge said back about them.
+      expect(seen.filter((t) => !t.endsWith('/prompt'))).toEqual(['pico/bridge/state', 'free/marker'])
+      await lines(bridge, (l) => l.msg === 'message for an invalid device id ignored', 4)
+      expect(bridge.logs.some((l) => l.msg === 'prompt queued')).toBe(false)
+      await Promise.all([watcher.endAsync(), sender.endAsync()])
+    } finally {
+      await bridge.stop()
+    }
+  })
+
   it('refuses a will on a bridge-owned topic with code 5, on the open broker too', async () => {
     const bridge = await startBridge()
     try {

@@ -195,6 +195,49 @@ describe('Home Assistant', () => {
     expect(mismatches).toBe(0)
   })
 
+  it('shows a one-bit e-paper display’s picture at its own size, in black and white as it shows it', async () => {
+    const attic = await connectDevice(bridge.mqttUrl, 'attic')
+    try {
+      let from = ha.messages.length
+      await attic.client.publishAsync(
+        'pico/attic/info',
+        JSON.stringify({ panel: { width: 200, height: 96, format: 'mono' } }),
+        { qos: 1, retain: true },
+      )
+      const model = (b: Record<string, unknown>) => (b.dev as Record<string, unknown>).model
+      const body = await ha.json(
+        'homeassistant/device/pico_attic/config',
+        (b) => model(b) !== 'Pico display',
+        from,
+      )
+      expect(model(body)).toBe('Pico display 200x96 mono')
+      from = ha.messages.length
+      await ha.publish('pico/attic/ha/set/prompt', 'an owl on a beam')
+      const [frame] = await attic.waitForFrames(1)
+      expect(frame).toMatchObject({ format: 'mono', width: 200, height: 96 })
+      const png = await ha.next('pico/attic/ha/picture', () => true, from)
+      const { data, info } = await sharp(png).raw().toBuffer({ resolveWithObject: true })
+      expect([info.width, info.height]).toEqual([200, 96])
+      const rowBytes = Math.ceil(frame!.width / 8)
+      let white = 0
+      let mismatches = 0
+      for (let y = 0; y < frame!.height; y++)
+        for (let x = 0; x < frame!.width; x++) {
+          const bit = (frame!.pixels[y * rowBytes + (x >> 3)]! >> (7 - (x & 7))) & 1
+          white += bit
+          const i = (y * info.width + x) * info.channels
+          const shown = [data[i]!, data[i + 1]!, data[i + 2]!]
+          if (shown.some((v) => v !== (bit ? 255 : 0))) mismatches++
+        }
+      expect(mismatches).toBe(0)
+      // Dithered words on a gradient: both inks, plenty of each.
+      expect(white).toBeGreaterThan(1000)
+      expect(white).toBeLessThan(200 * 96 - 1000)
+    } finally {
+      await attic.close()
+    }
+  })
+
   it('makes the picture again with a new seed, and cancels a running job, from the buttons', async () => {
     const c = await cmps()
     const status = c.status!.state_topic as string

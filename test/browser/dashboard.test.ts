@@ -162,6 +162,10 @@ describe('the dashboard, without a key', () => {
       .poll(() => page.locator('[data-device="kitchen"] .connection').textContent())
       .toMatch(/^connected/)
     await watchStates(page)
+    // A display without a picture yet says so, with no empty image box.
+    const hallCard = page.locator('[data-device="hall"]')
+    expect(await hallCard.getByText('No picture yet.').isVisible()).toBe(true)
+    expect(await hallCard.locator('img.picture').isVisible()).toBe(false)
 
     const card = page.locator('[data-device="kitchen"]')
     await card.getByRole('textbox', { name: 'Prompt', exact: true }).fill('a lighthouse at dusk')

@@ -42,7 +42,7 @@ import { promptLoop } from './workloads.ts'
 const JOB_LATENCY_MS = 200
 const DEVICES = 8
 const FRAME_TIMEOUT_MS = 30_000
-/** The same prompt and seed every time: the fake serves its cached ~500 KB PNG, so each job takes the fixed time. */
+/** The fakes answer every prompt with one cached ~500 KB PNG (`cachedAnswer`), so each job takes the fixed time. */
 const CACHED_PROMPT = JSON.stringify({ prompt: 'a lighthouse at dusk', seed: 42 })
 
 const FAILOVER_LATENCY_MS = 1_000
@@ -85,7 +85,7 @@ async function rate(serverCount: number, durationMs: number): Promise<RateRun> {
   let journal: JournalMetrics | undefined
   try {
     for (let i = 0; i < serverCount; i++) {
-      const fake = await startFakeA1111({ noise: true, latencyMs: JOB_LATENCY_MS })
+      const fake = await startFakeA1111({ cachedAnswer: true, latencyMs: JOB_LATENCY_MS })
       fakes.push(fake)
       busy.push(trackBusy(fake))
     }
@@ -181,8 +181,8 @@ interface FailoverRound {
 
 async function failoverRound(round: number): Promise<FailoverRound> {
   const fakes = [
-    await startFakeA1111({ noise: true, latencyMs: FAILOVER_LATENCY_MS }),
-    await startFakeA1111({ noise: true, latencyMs: FAILOVER_LATENCY_MS }),
+    await startFakeA1111({ cachedAnswer: true, latencyMs: FAILOVER_LATENCY_MS }),
+    await startFakeA1111({ cachedAnswer: true, latencyMs: FAILOVER_LATENCY_MS }),
   ]
   let bridge: Bridge | undefined
   const devices: TimedDevice[] = []
@@ -414,7 +414,7 @@ export const servers: Bench = async ({ quick }) => {
   return {
     title: 'Several A1111 servers: throughput, failover, durable writes',
     method:
-      `fakes A1111 in the bench process (\`noise: true\` PNG, cached: same prompt and seed, plus a new fixed ` +
+      `fakes A1111 in the bench process (\`cachedAnswer\`: one noisy 512x512 PNG in 660 KB of JSON made at start, after a fixed ` +
       `\`latencyMs\` per generation), daemon spawned with A1111_BASE_URL as a comma list, RATE_LIMIT=0. (a) ` +
       `${DEVICES} mqtt.js devices each prompt again when their last frame is complete, for ${durationMs / 1000} s, ` +
       `fakes of ${JOB_LATENCY_MS} ms, one server then two; (b) ${rounds} rounds: two fakes of ` +
@@ -462,8 +462,9 @@ export const servers: Bench = async ({ quick }) => {
       ),
       '',
       `- **Two servers / one = ${speedup.toFixed(2)}x** (target close to 2x: ${speedup >= 1.8 ? 'met' : 'NOT met'}). ` +
-        "The gap between a server's jobs is the A1111 answer (~700 KB of JSON, written by the fake in the bench " +
-        'process), its JSON.parse and base64 in the daemon, and the next request; the daemon holds the slot for all of it.',
+        "The gap between a server's jobs is the A1111 answer (660 KB of JSON, sent by the fake in the bench " +
+        "process), its reading in the daemon's answer workers, and the next request with the own-job snapshot " +
+        'before it; the daemon holds the slot for all of it.',
       ...[one, two].map(
         (r) =>
           `- ${r.servers} server(s): prompts without a frame ${r.errors.length}` +

@@ -311,6 +311,14 @@ describe('the dashboard, without a key', () => {
     await page.screenshot({ path: `${SHOTS}/dashboard-desktop.png` })
     if (process.env.UPDATE_DOCS_SCREENSHOT === '1') await page.screenshot({ path: 'docs/dashboard.png' })
   })
+
+  it('shows a display that goes away as not connected, at once', async () => {
+    await hall.close()
+    await expect
+      .poll(() => page.locator('[data-device="hall"] .connection').textContent())
+      .toMatch(/^not connected/)
+    expect(await page.locator('[data-device="kitchen"] .connection').textContent()).toMatch(/^connected/)
+  })
 })
 
 describe('the dashboard when the bridge restarts', () => {

@@ -28,9 +28,6 @@ import { type BridgeSensors, haStatus, lastErrorState, pickTelemetry, promptStat
  * nothing in the job path waits for it.
  */
 
-/** How often the link checks which displays are connected where no broker event says one left (external). */
-const PRESENCE_INTERVAL_MS = 10_000
-
 export interface HomeAssistant extends Part {
   /** A display sent something or subscribed: it gets a device in Home Assistant if it has none. */
   seen(deviceId: string): void
@@ -67,7 +64,6 @@ export function createHomeAssistant(
   const toEmpty = new Set<string>()
   const unsubscribe: (() => void)[] = []
   let bridge: BridgeSensors = { generators_up: 0, generators: 0, queue: 0, last_error: 'none' }
-  let presence: NodeJS.Timeout | undefined
 
   const json = (value: unknown) => JSON.stringify(value)
 
@@ -96,7 +92,15 @@ export function createHomeAssistant(
     if (withPicture) publishPicture(id)
   }
 
-  function publishAvailability(id: string, always: boolean, now = deps.connectedIds().has(id)): void {
+  /*
+   * Only a broker that gives presence notices (the embedded one) knows whether a display is connected. An
+   * external broker shows the bridge no connections: "heard from lately" would turn a connected display that
+   * is quiet (the firmware speaks only when it connects) unavailable, and Home Assistant sends an unavailable
+   * entity no commands. There a display is available whenever its bridge is.
+   */
+  const isOnline = (id: string) => (deps.presence ? deps.connectedIds().has(id) : true)
+
+  function publishAvailability(id: string, always: boolean, now = isOnline(id)): void {
     if (!always && online.get(id) === now) return
     online.set(id, now)
     link.publish(topics.display(id, 'availability'), now ? 'online' : 'offline', { retain: true })
@@ -278,13 +282,8 @@ export function createHomeAssistant(
       // Only displays Home Assistant has a device for; an unknown one gets it once it sends something.
       if (deps.presence)
         unsubscribe.push(deps.presence((id, up) => known.get(id) && publishAvailability(id, false, up)))
-      else
-        presence = setInterval(() => {
-          for (const display of known.all()) publishAvailability(display.id, false)
-        }, PRESENCE_INTERVAL_MS).unref()
     },
     async stop() {
-      clearInterval(presence)
       for (const off of unsubscribe.splice(0)) off()
       await link.stop()
       await known.flush()

@@ -2,6 +2,7 @@ import { connect, type MqttClient } from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startBridge, type TestBridge } from '../support/bridge.ts'
 import { connectDevice, type TestDevice } from '../support/device.ts'
+import { startBridgeFor } from '../support/ha.ts'
 import { type RunningMosquitto, startMosquitto } from '../support/mosquitto.ts'
 
 /*
@@ -154,6 +155,44 @@ describe('Home Assistant on a broker of its own while the displays use MQTT_URL'
       await homeHa.endAsync()
       await displays.stop()
       await home.stop()
+    }
+  })
+})
+
+describe('Home Assistant on an external broker, which shows the bridge no connections', () => {
+  it('keeps a quiet display available across a bridge restart, so Home Assistant still sends it prompts', async () => {
+    const mosquitto = await startMosquitto('allow_anonymous true')
+    const ha = connect(mosquitto.url, { protocolVersion: 5, reconnectPeriod: 0 })
+    const said: string[] = []
+    ha.on('message', (_topic, payload) => said.push(payload.toString()))
+    await new Promise((resolve) => ha.once('connect', resolve))
+    await ha.subscribeAsync('pico/porch/ha/availability', { qos: 1 })
+    const until = (match: () => boolean) =>
+      new Promise<void>((resolve) => {
+        const look = () => match() && resolve()
+        ha.on('message', look)
+        look()
+      })
+    const bridge = await startBridgeFor({ MQTT_URL: mosquitto.url, DEMO_STEP_MS: 5 })
+    // Connected all along, and it speaks only once, as the firmware does after it connects.
+    const porch = await connectDevice(mosquitto.url, 'porch')
+    try {
+      await porch.client.publishAsync('pico/porch/info', JSON.stringify({ fw: '1.4.0' }), { qos: 1 })
+      await until(() => said.includes('online'))
+      const from = said.length
+      await bridge.restart()
+      // The new bridge has heard nothing from it, yet it says the display is available.
+      await until(() => said.length > from)
+      expect(said.slice(from)).not.toContain('offline')
+      expect(said.at(-1)).toBe('online')
+      const frames = porch.frames.length
+      await ha.publishAsync('pico/porch/ha/set/prompt', 'a porch at noon', { qos: 1 })
+      await porch.waitForFrames(frames + 1)
+    } finally {
+      await porch.close()
+      await bridge.stop()
+      await ha.endAsync()
+      await mosquitto.stop()
     }
   })
 })

@@ -52,7 +52,6 @@ export function createEmbeddedBroker(
 ): BrokerPort {
   const { log, topics } = deps
   const clients = new Map<string, Client>()
-  const sockets = new Set<Duplex>()
   const monotonic = deps.monotonic ?? (() => performance.now())
   // Limits that hold under abuse (limits.ts, client-limits.ts), for every listener alike.
   const settings = options.limits ?? defaultBrokerLimits()
@@ -217,10 +216,8 @@ export function createEmbeddedBroker(
       if (!broker) throw new Error('the broker is not open')
       listeners = createListeners(options, (stream, req) => {
         const remote = (stream as Partial<Socket>).remoteAddress ?? req?.socket.remoteAddress
-        if (!connections.admit(stream, remote)) return
-        sockets.add(stream)
-        stream.once('close', () => sockets.delete(stream))
-        broker.handle(stream, req)
+        // The connection limits keep the one record per socket (close() ends them through it).
+        if (connections.admit(stream, remote)) broker.handle(stream, req)
       })
       bound = await listeners.listen()
       return bound
@@ -232,7 +229,7 @@ export function createEmbeddedBroker(
         listeners?.close()
         // Half-close first so what was already written (the retained offline state, the last bands) reaches
         // the clients; Aedes' own close destroys sockets outright.
-        await endSockets(sockets, SOCKET_END_GRACE_MS)
+        await endSockets(connections.streams(), SOCKET_END_GRACE_MS)
         if (broker) await new Promise<void>((resolve) => broker.close(() => resolve()))
         clients.clear()
         aedes = null
@@ -272,8 +269,8 @@ export function createEmbeddedBroker(
   }
 }
 
-async function endSockets(sockets: Set<Duplex>, graceMs: number): Promise<void> {
-  const closed = [...sockets].map((socket) => {
+async function endSockets(sockets: Duplex[], graceMs: number): Promise<void> {
+  const closed = sockets.map((socket) => {
     socket.end()
     return once(socket, 'close').catch(() => undefined)
   })

@@ -2,7 +2,7 @@ import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import { type Config, configSchema } from '../config/schema.ts'
 import { limitedWarn } from './access-hooks.ts'
-import { createPartialBudget, guardPackets } from './packet-guard.ts'
+import { createPacketGuard } from './packet-guard.ts'
 
 /*
  * What one connection may cost the broker before it has logged in, whichever listener it came through
@@ -70,10 +70,12 @@ export function aedesLimits(limits: BrokerLimits) {
 export interface ConnectionLimits {
   /**
    * Takes a new connection or refuses it (destroyed at once) when MQTT_MAX_CONNECTIONS are open; a taken
-   * one has its packets guarded (packet-guard.ts). Returns whether it was taken.
+   * one has its packets guarded (packet-guard.ts) until it closes. Returns whether it was taken.
    */
   admit(stream: Duplex, remote: string | undefined): boolean
   open(): number
+  /** The connections taken and not closed yet. */
+  streams(): Duplex[]
   partialBytes(): number
 }
 
@@ -83,13 +85,23 @@ export function createConnectionLimits(
   },
   deps: { log: Logger; monotonic: () => number },
 ): ConnectionLimits {
-  const open = new Set<Duplex>()
-  const budget = createPartialBudget(options.partialBytesMax)
   const warn = limitedWarn(deps.log, deps.monotonic)
+  // The guard's record of each connection is also its place in the count: nothing else is kept per socket.
+  const guard = createPacketGuard({
+    maxBytes: options.maxPacketBytes,
+    deadlineMs: options.packetDeadlineMs,
+    partialBytesMax: options.partialBytesMax,
+    onRefused(remote, refusal) {
+      const fields = { remote, ...refusal }
+      if (refusal.reason === 'too large')
+        warn({ ...fields, limit: options.maxPacketBytes }, 'MQTT packet too large')
+      else warn(fields, 'MQTT connection dropped: a packet held too long or too much')
+    },
+  })
 
   return {
     admit(stream, remote) {
-      if (open.size >= options.maxConnections) {
+      if (guard.size() >= options.maxConnections) {
         warn(
           { remote, limit: options.maxConnections },
           'MQTT connection refused: MQTT_MAX_CONNECTIONS reached',
@@ -97,22 +109,11 @@ export function createConnectionLimits(
         stream.destroy()
         return false
       }
-      open.add(stream)
-      stream.once('close', () => open.delete(stream))
-      guardPackets(stream, {
-        maxBytes: options.maxPacketBytes,
-        deadlineMs: options.packetDeadlineMs,
-        budget,
-        onRefused(refusal) {
-          const fields = { remote, ...refusal }
-          if (refusal.reason === 'too large')
-            warn({ ...fields, limit: options.maxPacketBytes }, 'MQTT packet too large')
-          else warn(fields, 'MQTT connection dropped: a packet held too long or too much')
-        },
-      })
+      guard.guard(stream, remote)
       return true
     },
-    open: () => open.size,
-    partialBytes: () => budget.heldBytes(),
+    open: () => guard.size(),
+    streams: () => guard.streams(),
+    partialBytes: () => guard.heldBytes(),
   }
 }

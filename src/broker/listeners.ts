@@ -106,7 +106,7 @@ export function createListeners(
     wss.on('connection', (socket, req) => {
       const stream = createWebSocketStream(socket)
       // A WebSocket closed abruptly errors its stream; Aedes learns of it through 'close'.
-      stream.on('error', () => stream.destroy())
+      stream.on('error', destroyStream)
       accept(stream, req)
     })
     servers.push(wss)
@@ -125,6 +125,11 @@ export function createListeners(
       for (const server of servers.splice(0)) server.close()
     },
   }
+}
+
+/** One listener for every stream rather than a closure per connection. */
+function destroyStream(this: Duplex): void {
+  this.destroy()
 }
 
 async function readPem(path: string, setting: 'MQTT_TLS_CERT' | 'MQTT_TLS_KEY'): Promise<Buffer> {

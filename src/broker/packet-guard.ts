@@ -7,7 +7,12 @@ import type { Duplex } from 'node:stream'
  * destroys the connection as soon as a packet announces more than the limit. It also bounds what half-sent
  * packets may hold (issue 10, "Found by attacking it": all but the last byte of a 262 KB PUBLISH, keepalive
  * 0, held forever): a packet must be complete within a deadline of its first byte, and the bytes of
- * incomplete packets over all connections share one budget.
+ * incomplete packets over all connections share one budget; past it the connection holding the most is
+ * dropped (a display's packets are small and complete at once; a trickling attacker holds the most).
+ *
+ * Every idle display is one connection here (issue 14, goal 3: memory per idle display), so each costs one
+ * small record of numbers and one map entry; the 'data' and 'close' listeners are shared by all connections,
+ * and a timer exists only while a packet is incomplete.
  */
 
 export type PacketRefusal =
@@ -19,116 +24,154 @@ export interface PacketGuardOptions {
   maxBytes: number
   /** A packet that is not complete this long after its first byte drops the connection. */
   deadlineMs: number
-  /** Shared by every connection: the bytes of packets begun and not yet complete. */
-  budget: PartialBudget
-  onRefused(refusal: PacketRefusal): void
+  /** Bytes of incomplete packets over all connections. */
+  partialBytesMax: number
+  /** Told before the connection is destroyed; `remote` is what `guard` was given. */
+  onRefused(remote: string | undefined, refusal: PacketRefusal): void
 }
 
-type State =
-  | { phase: 'type' }
-  | { phase: 'length'; value: number; shift: number }
-  | { phase: 'body'; left: number }
-
-export function guardPackets(socket: Duplex, options: PacketGuardOptions): void {
-  let state: State = { phase: 'type' }
-  /** Bytes of the packet under way, fixed header included. */
-  let held = 0
-  let timer: NodeJS.Timeout | null = null
-  const { budget } = options
-
-  function refuse(refusal: PacketRefusal): void {
-    options.onRefused(refusal)
-    socket.destroy()
-  }
-
-  const stopTimer = () => {
-    if (timer) clearTimeout(timer)
-    timer = null
-  }
-  socket.once('close', () => {
-    stopTimer()
-    budget.set(socket, 0)
-  })
-  budget.onEvict(socket, () => refuse({ reason: 'over budget', heldBytes: held }))
-
-  socket.on('data', (data: Buffer) => {
-    let i = 0
-    let begun = false
-    while (i < data.length) {
-      if (state.phase === 'type') {
-        state = { phase: 'length', value: 0, shift: 0 }
-        held = 1
-        begun = true
-        i++
-      } else if (state.phase === 'length') {
-        const byte = data[i++]!
-        held++
-        const value = state.value + (byte & 0x7f) * 2 ** state.shift
-        if (byte & 0x80) {
-          // More than 4 length bytes is malformed; Aedes' parser rejects it, so leave that to the parser.
-          state = state.shift >= 21 ? { phase: 'type' } : { phase: 'length', value, shift: state.shift + 7 }
-          continue
-        }
-        if (value > options.maxBytes) {
-          refuse({ reason: 'too large', size: value })
-          return
-        }
-        state = value === 0 ? { phase: 'type' } : { phase: 'body', left: value }
-      } else {
-        const take = Math.min(state.left, data.length - i)
-        i += take
-        held += take
-        state = state.left === take ? { phase: 'type' } : { phase: 'body', left: state.left - take }
-      }
-    }
-    if (state.phase === 'type') {
-      held = 0
-      stopTimer()
-    } else if (begun || timer === null) {
-      // The packet left incomplete began in this chunk: its deadline counts from now.
-      stopTimer()
-      timer = setTimeout(() => refuse({ reason: 'too slow', heldBytes: held }), options.deadlineMs)
-      timer.unref()
-    }
-    budget.set(socket, state.phase === 'type' ? 0 : held)
-  })
-}
-
-/**
- * The bytes all connections hold in incomplete packets. Past the limit the connection holding the most is
- * dropped (a display's packets are small and complete at once; a trickling attacker holds the most).
- */
-export interface PartialBudget {
-  set(socket: Duplex, bytes: number): void
-  onEvict(socket: Duplex, evict: () => void): void
+export interface PacketGuard {
+  /** Guards a stream until it closes (then it is forgotten). */
+  guard(stream: Duplex, remote: string | undefined): void
+  /** Streams guarded and not closed yet. */
+  size(): number
+  streams(): Duplex[]
+  /** The bytes connections hold in incomplete packets. */
   heldBytes(): number
 }
 
-export function createPartialBudget(maxBytes: number): PartialBudget {
-  const held = new Map<Duplex, number>()
-  const evictors = new WeakMap<Duplex, () => void>()
+/** Where a connection is in its packet: the type byte next, the Remaining Length, or the body. */
+const TYPE = 0
+const LENGTH = 1
+const BODY = 2
+
+interface Connection {
+  readonly stream: Duplex
+  readonly remote: string | undefined
+  phase: typeof TYPE | typeof LENGTH | typeof BODY
+  /** The Remaining Length read so far (LENGTH), or the body bytes still to come (BODY). */
+  value: number
+  shift: number
+  /** Bytes of the packet under way, fixed header included. */
+  held: number
+  /** What this connection counts in the shared budget (its `held` while a packet is incomplete). */
+  counted: number
+  timer: NodeJS.Timeout | null
+}
+
+export function createPacketGuard(options: PacketGuardOptions): PacketGuard {
+  const connections = new Map<Duplex, Connection>()
+  /** Connections with an incomplete packet; the only ones the budget has to look at. */
+  const partial = new Set<Connection>()
   let total = 0
-  return {
-    set(socket, bytes) {
-      total += bytes - (held.get(socket) ?? 0)
-      if (bytes === 0) held.delete(socket)
-      else held.set(socket, bytes)
-      while (total > maxBytes) {
-        let largest: Duplex | undefined
-        let most = 0
-        for (const [s, n] of held) {
-          if (n > most) {
-            most = n
-            largest = s
-          }
+
+  function count(c: Connection, bytes: number): void {
+    total += bytes - c.counted
+    c.counted = bytes
+    if (bytes === 0) partial.delete(c)
+    else partial.add(c)
+    while (total > options.partialBytesMax) {
+      let largest: Connection | undefined
+      for (const p of partial) if (!largest || p.counted > largest.counted) largest = p
+      if (!largest) break
+      refuse(largest, { reason: 'over budget', heldBytes: largest.held })
+    }
+  }
+
+  function refuse(c: Connection, refusal: PacketRefusal): void {
+    forget(c)
+    options.onRefused(c.remote, refusal)
+    c.stream.destroy()
+  }
+
+  /** Stops the deadline and takes the connection's bytes out of the budget. */
+  function forget(c: Connection): void {
+    if (c.timer) clearTimeout(c.timer)
+    c.timer = null
+    total -= c.counted
+    c.counted = 0
+    partial.delete(c)
+  }
+
+  function tooSlow(c: Connection): void {
+    c.timer = null
+    refuse(c, { reason: 'too slow', heldBytes: c.held })
+  }
+
+  function onClose(this: Duplex): void {
+    const c = connections.get(this)
+    if (!c) return
+    connections.delete(this)
+    forget(c)
+  }
+
+  function onData(this: Duplex, data: Buffer): void {
+    const c = connections.get(this)
+    if (!c || this.destroyed) return
+    let i = 0
+    let begun = false
+    while (i < data.length) {
+      if (c.phase === TYPE) {
+        c.phase = LENGTH
+        c.value = 0
+        c.shift = 0
+        c.held = 1
+        begun = true
+        i++
+      } else if (c.phase === LENGTH) {
+        const byte = data[i++]!
+        c.held++
+        c.value += (byte & 0x7f) * 2 ** c.shift
+        if (byte & 0x80) {
+          // More than 4 length bytes is malformed; Aedes' parser rejects it, so leave that to the parser.
+          if (c.shift >= 21) c.phase = TYPE
+          else c.shift += 7
+          continue
         }
-        if (!largest) break
-        total -= most
-        held.delete(largest)
-        evictors.get(largest)?.()
+        if (c.value > options.maxBytes) {
+          refuse(c, { reason: 'too large', size: c.value })
+          return
+        }
+        c.phase = c.value === 0 ? TYPE : BODY
+      } else {
+        const take = Math.min(c.value, data.length - i)
+        i += take
+        c.held += take
+        c.value -= take
+        if (c.value === 0) c.phase = TYPE
       }
+    }
+    if (c.phase === TYPE) {
+      c.held = 0
+      if (c.timer) clearTimeout(c.timer)
+      c.timer = null
+    } else if (begun || c.timer === null) {
+      // The packet left incomplete began in this chunk: its deadline counts from now.
+      if (c.timer) clearTimeout(c.timer)
+      c.timer = setTimeout(tooSlow, options.deadlineMs, c)
+      c.timer.unref()
+    }
+    if (c.counted !== 0 || c.held !== 0) count(c, c.held)
+  }
+
+  return {
+    guard(stream, remote) {
+      const c: Connection = {
+        stream,
+        remote,
+        phase: TYPE,
+        value: 0,
+        shift: 0,
+        held: 0,
+        counted: 0,
+        timer: null,
+      }
+      connections.set(stream, c)
+      stream.once('close', onClose)
+      stream.on('data', onData)
     },
-    onEvict: (socket, evict) => evictors.set(socket, evict),
+    size: () => connections.size,
+    streams: () => [...connections.keys()],
     heldBytes: () => total,
   }
 }

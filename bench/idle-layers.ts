@@ -16,7 +16,8 @@ import { mb, memoryKb, table } from './lib.ts'
  *   aedes  Aedes 1.x with its defaults: what the MQTT broker library adds;
  *   bridge the embedded broker as the daemon builds it (limits, packet guard, access hooks, subscription
  *          index, presence): what the bridge adds on top.
- * Each reports V8's used heap after two full GCs and VmRSS at FIRST and MANY sessions.
+ * Each reports V8's used and committed heap after two full GCs and VmRSS at FIRST and MANY sessions; VmRSS
+ * follows the committed heap, which V8 grows during a surge of connections and keeps.
  */
 
 type Kind = 'net' | 'aedes' | 'bridge'
@@ -24,6 +25,8 @@ export const LAYERS: Kind[] = ['net', 'aedes', 'bridge']
 
 interface Reading {
   heapBytes: number
+  /** V8's heap as committed (used or not), after the same GCs. */
+  committedBytes: number
   /** Memory outside V8's heap that V8 knows of: Buffers' bytes above all. */
   externalBytes: number
   rssKb: number
@@ -72,18 +75,21 @@ async function reading(): Promise<Reading> {
   const gc = (globalThis as { gc?: () => void }).gc!
   gc()
   gc()
-  const heapBytes = getHeapStatistics().used_heap_size
+  const heap = getHeapStatistics()
   return {
-    heapBytes,
+    heapBytes: heap.used_heap_size,
+    committedBytes: heap.total_heap_size,
     externalBytes: process.memoryUsage().external,
     rssKb: (await memoryKb(process.pid)).rssKb,
   }
 }
 
+/** The daemon's own V8 flags (package.json's start script), so the heap grows as it does there. */
+export const DAEMON_FLAGS = ['--max-semi-space-size=1']
+
 /** A layer's server in a child process: `measure()` after each step of sessions. */
-export async function startLayer(kind: Kind) {
-  // The daemon's own V8 flag (package.json's start script), so the heap grows as it does there.
-  const execArgv = ['--expose-gc', '--max-semi-space-size=1']
+export async function startLayer(kind: Kind, flags = DAEMON_FLAGS) {
+  const execArgv = ['--expose-gc', ...flags]
   const child = fork(fileURLToPath(import.meta.url), ['--serve', kind], { execArgv })
   const next = () =>
     new Promise<unknown>((resolve, reject) => {
@@ -132,6 +138,7 @@ export function layersTable(results: LayerResult[], first: number, many: number)
       'server',
       `heap KB/session, first ${first}`,
       `heap KB/session, ${first} -> ${many}`,
+      `committed heap KB/session, ${first} -> ${many}`,
       `external KB/session, ${first} -> ${many}`,
       `VmRSS KB/session, ${first} -> ${many}`,
       `heap MB at ${many}`,
@@ -140,6 +147,7 @@ export function layersTable(results: LayerResult[], first: number, many: number)
       names[r.kind],
       kb(r.first.heapBytes - r.none.heapBytes, first),
       kb(r.many.heapBytes - r.first.heapBytes, many - first),
+      kb(r.many.committedBytes - r.first.committedBytes, many - first),
       kb(r.many.externalBytes - r.first.externalBytes, many - first),
       ((r.many.rssKb - r.first.rssKb) / (many - first)).toFixed(1),
       mb(r.many.heapBytes / 1024),

@@ -329,7 +329,7 @@ export const idleRss: Bench = async ({ quick }) => {
         `descriptor per session, so it ${fdLimit > MANY + 100 ? 'does not limit' : 'LIMITS'} this run.`,
       `- ${d.note}`,
       '',
-      'Layer by layer, each server alone in a child process (--expose-gc; heap = V8 used heap after two full GCs):',
+      'Layer by layer, each server alone in a child process (--expose-gc; heap = V8 used heap after two full GCs, committed = V8 heap as committed then):',
       '',
       layered,
       ...(heap ? ['', heap] : []),

@@ -121,7 +121,8 @@ export function createPacketGuard(options: PacketGuardOptions): PacketGuard {
       } else if (c.phase === LENGTH) {
         const byte = data[i++]!
         c.held++
-        c.value += (byte & 0x7f) * 2 ** c.shift
+        // A shift, not 2 ** shift: the sum stays a small integer (at most 28 bits), never a boxed double.
+        c.value += (byte & 0x7f) << c.shift
         if (byte & 0x80) {
           // More than 4 length bytes is malformed; Aedes' parser rejects it, so leave that to the parser.
           if (c.shift >= 21) c.phase = TYPE
@@ -167,7 +168,8 @@ export function createPacketGuard(options: PacketGuardOptions): PacketGuard {
         timer: null,
       }
       connections.set(stream, c)
-      stream.once('close', onClose)
+      // 'on', not 'once': a stream closes once, and 'once' wraps each listener in a bound function and a record.
+      stream.on('close', onClose)
       stream.on('data', onData)
     },
     size: () => connections.size,

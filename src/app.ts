@@ -175,6 +175,7 @@ export function createApp(config: Config, deps: AppDeps): App {
       : createHttpServer({
           ...{ config, log: child('http'), queue, intake, store, newJobId, panel, events, clock },
           devices: () => devices.list(),
+          device: (id) => devices.get(id),
           generatorStatuses: () => health.statuses(),
           presence,
           forgetDevice,

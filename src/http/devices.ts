@@ -22,6 +22,8 @@ export interface DevicesDeps {
   queue: JobQueue
   store: FrameStore
   devices(): DeviceInfo[]
+  /** One of them, looked up alone. */
+  device(deviceId: string): DeviceInfo | undefined
   /** The panel a display's frames are made for (frame.png shows its palette's inks). */
   panelOf?(deviceId: string): PanelProfile
   /** Forgets a display: its last frame, its entry in the list, its Home Assistant device. False if unknown. */

@@ -19,6 +19,8 @@ export interface LiveDeps {
   store: FrameStore
   panel: PanelProfile
   devices(): DeviceInfo[]
+  /** One device as devices() lists it (a status must not build the whole list: 10,000 ids made it slow). */
+  device(deviceId: string): DeviceInfo | undefined
   generators(): GeneratorStatus[]
   /**
    * The broker's notices that a display came or went, where its port gives them (the embedded broker sees
@@ -127,7 +129,8 @@ export function createLiveState(deps: LiveDeps): LiveState {
       remember(statuses, deviceId, body)
       if (body.state === 'error') remember(errors, deviceId, body)
       if (body.state === 'queued' || body.state === 'generating') previews.delete(deviceId)
-      const info = deps.devices().find((d) => d.id === deviceId)
+      if (listeners.size === 0) return
+      const info = deps.device(deviceId)
       const device = info
         ? deviceView(info)
         : { id: deviceId, status: body, last_error: errors.get(deviceId) }
@@ -155,7 +158,7 @@ export function createLiveState(deps: LiveDeps): LiveState {
     }),
     // A display's info changes its panel and telemetry on the card; the list it is in may not change at all.
     deps.events.on('device.info', ({ deviceId }) => {
-      const info = deps.devices().find((d) => d.id === deviceId)
+      const info = listeners.size > 0 ? deps.device(deviceId) : undefined
       if (info) broadcast({ event: 'devices', data: [deviceView(info)] })
     }),
     deps.events.on('generator.state', () => broadcast({ event: 'generators', data: generatorsView() })),

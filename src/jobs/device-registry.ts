@@ -49,6 +49,8 @@ export interface DeviceRegistry {
   /** Drops what the registry knows of a device (DELETE /api/v1/devices/:id); false when it knew nothing. */
   forget(deviceId: string): boolean
   list(): DeviceInfo[]
+  /** One device as list() shows it, without building the whole list; undefined for one it does not know. */
+  get(deviceId: string): DeviceInfo | undefined
 }
 
 /** Keeps the registry from growing without bound when clients invent ids. */
@@ -62,6 +64,20 @@ export function createDeviceRegistry(deps: {
   telemetryOf?(deviceId: string): Telemetry | undefined
 }): DeviceRegistry {
   const lastSeen = new Map<string, string>()
+
+  function view(id: string, connected: boolean): DeviceInfo {
+    const meta = deps.store.meta(id)
+    return {
+      id,
+      connected,
+      last_seen: lastSeen.get(id) ?? null,
+      last_frame_at: meta?.finishedAt ?? null,
+      frame_id: meta?.frameId ?? null,
+      ...(deps.panelOf && { panel: panelView(deps.panelOf(id)) }),
+      ...(deps.telemetryOf && { telemetry: deps.telemetryOf(id) ?? null }),
+    }
+  }
+
   return {
     seen(deviceId) {
       lastSeen.delete(deviceId)
@@ -77,18 +93,12 @@ export function createDeviceRegistry(deps: {
     list() {
       const connected = deps.connectedIds()
       const ids = new Set([...lastSeen.keys(), ...deps.store.all().map((m) => m.deviceId), ...connected])
-      return [...ids].sort().map((id) => {
-        const meta = deps.store.meta(id)
-        return {
-          id,
-          connected: connected.has(id),
-          last_seen: lastSeen.get(id) ?? null,
-          last_frame_at: meta?.finishedAt ?? null,
-          frame_id: meta?.frameId ?? null,
-          ...(deps.panelOf && { panel: panelView(deps.panelOf(id)) }),
-          ...(deps.telemetryOf && { telemetry: deps.telemetryOf(id) ?? null }),
-        }
-      })
+      return [...ids].sort().map((id) => view(id, connected.has(id)))
+    },
+    get(deviceId) {
+      const connected = deps.connectedIds().has(deviceId)
+      if (!connected && !lastSeen.has(deviceId) && !deps.store.meta(deviceId)) return undefined
+      return view(deviceId, connected)
     },
   }
 }

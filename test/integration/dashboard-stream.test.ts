@@ -54,7 +54,15 @@ async function startDashboard(heartbeatMs?: number): Promise<Dashboard> {
   const app = Fastify({ loggerInstance: log as FastifyBaseLogger })
   registerDashboard(app, {
     ...{ events, queue, store, panel: panelFromConfig(configSchema.parse({})) },
-    ...{ devices: () => [], generators: () => [], apiKey: undefined, clock: systemClock, log, heartbeatMs },
+    ...{
+      devices: () => [],
+      device: () => undefined,
+      generators: () => [],
+      apiKey: undefined,
+      clock: systemClock,
+      log,
+      heartbeatMs,
+    },
   })
   await app.listen({ host: '127.0.0.1', port: 0 })
   cleanups.push(async () => {

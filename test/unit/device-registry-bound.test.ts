@@ -17,14 +17,14 @@ afterEach(async () => {
   for (const dir of dirs.splice(0)) await rm(dir, { recursive: true, force: true })
 })
 
-async function registry() {
+async function registry(connected = new Set<string>()) {
   const dir = await mkdtemp(join(tmpdir(), 'pab-registry-'))
   dirs.push(dir)
   const now = () => new Date('2026-01-01T00:00:00Z')
   const store = createFrameStore(dir, { log: pino({ level: 'silent' }), now }, { keepDays: 1, maxBytes: 1e6 })
   return createDeviceRegistry({
     store,
-    connectedIds: () => new Set<string>(),
+    connectedIds: () => connected,
     clock: { now, monotonic: () => 0 },
   })
 }
@@ -50,5 +50,18 @@ describe('the device list under invented ids', () => {
     const devices = await registry()
     for (let i = 0; i < 100; i++) expect(devices.touch(`ghost-${i}`)).toBe(false)
     expect(devices.list()).toEqual([])
+  })
+})
+
+describe('one device looked up alone', () => {
+  it('is what the list shows for it, and nothing for an id the list does not have', async () => {
+    const devices = await registry(new Set(['listening']))
+    devices.seen('kitchen')
+    for (let i = 0; i < 100; i++) devices.seen(`other-${i}`)
+    const list = devices.list()
+    for (const id of ['kitchen', 'listening', 'other-42'])
+      expect(devices.get(id)).toEqual(list.find((d) => d.id === id))
+    expect(devices.get('listening')?.connected).toBe(true)
+    expect(devices.get('never-seen')).toBeUndefined()
   })
 })

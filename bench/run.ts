@@ -1,5 +1,6 @@
 import { mkdir, writeFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
+import { attackMemory } from './attack-memory.ts'
 import { brokerScale } from './broker-scale.ts'
 import { fanout } from './fanout.ts'
 import { http } from './http.ts'
@@ -26,6 +27,7 @@ const BENCHES: Record<string, Bench> = {
   auth,
   fanout,
   broker: brokerScale,
+  'attack-memory': attackMemory,
 }
 
 const { values } = parseArgs({

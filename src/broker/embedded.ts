@@ -10,6 +10,7 @@ import { createClientLimits } from './client-limits.ts'
 import { createFrameDelivery, subscriptionFilters } from './delivery.ts'
 import { aedesLimits, type BrokerLimits, createConnectionLimits, defaultBrokerLimits } from './limits.ts'
 import { createListeners, type ListenerOptions, type Listeners } from './listeners.ts'
+import { createMemoryRelease } from './memory-release.ts'
 import type { BrokerHandlers, BrokerPort } from './port.ts'
 import { createPresence, displayOfFilter } from './presence.ts'
 import { createSubscriptionIndex } from './subscription-index.ts'
@@ -30,6 +31,10 @@ const DRAIN_TIMEOUT_MS = 15_000
  * messages therefore count under an id of their own; among themselves they stay in order.
  */
 const RETAINED_SEQUENCE_ID = 'pico-a1111-bridge/retained'
+
+/** After this many new connections and this long without one, V8 gives back what it grew (memory-release.ts). */
+const SURGE_CONNECTIONS = 500
+const SURGE_QUIET_MS = 5_000
 
 /** How long clients get to read what is left and close on a stop. */
 const SOCKET_END_GRACE_MS = 1_000
@@ -87,6 +92,10 @@ export function createEmbeddedBroker(
     onChunkSent: deps.onChunkSent,
     mayRead: hooks.mayRead,
     closedFound: releaseAll,
+  })
+  const surge = createMemoryRelease({
+    ...{ afterConnections: SURGE_CONNECTIONS, quietMs: SURGE_QUIET_MS, log },
+    busy: () => delivery.queuedChunks() > 0,
   })
 
   const authorizePublish: AuthorizePublishHandler = (client, packet, callback) => {
@@ -217,7 +226,9 @@ export function createEmbeddedBroker(
       listeners = createListeners(options, (stream, req) => {
         const remote = (stream as Partial<Socket>).remoteAddress ?? req?.socket.remoteAddress
         // The connection limits keep the one record per socket (close() ends them through it).
-        if (connections.admit(stream, remote)) broker.handle(stream, req)
+        if (!connections.admit(stream, remote)) return
+        surge.connected()
+        broker.handle(stream, req)
       })
       bound = await listeners.listen()
       return bound
@@ -226,6 +237,7 @@ export function createEmbeddedBroker(
     close() {
       closing ??= (async () => {
         const broker = aedes
+        surge.stop()
         listeners?.close()
         // Half-close first so what was already written (the retained offline state, the last bands) reaches
         // the clients; Aedes' own close destroys sockets outright.

@@ -1,6 +1,7 @@
 import { connectAsync } from 'mqtt'
 import { Pool } from 'undici'
-import { type PanelProfile, renderFrame } from '../src/image/panel.ts'
+import { configSchema } from '../src/config/schema.ts'
+import { panelFromConfig, renderFrame } from '../src/image/panel.ts'
 
 /*
  * The floor of the frame path as a process of its own (bench/latency.ts starts it): the least a bridge must do
@@ -20,17 +21,8 @@ if (!mqttUrl || !a1111Url) {
   process.exit(64)
 }
 
-/** The settings' default panel: 240x240 RGB565 big-endian, cover, 20-row bands, no compression. */
-const PANEL: PanelProfile = {
-  width: 240,
-  height: 240,
-  format: 'rgb565-be',
-  fit: 'cover',
-  invert: false,
-  bandRows: 20,
-  compress: false,
-  dither: 'none',
-}
+/** The settings' default panel, as the bridge in the same run has it: 240x240 RGB565 in 20-row bands. */
+const PANEL = panelFromConfig(configSchema.parse({}))
 
 /** The generation defaults of CONTRACT section 3, as the bridge sends them for a plain-text prompt. */
 const DEFAULTS = {

@@ -24,7 +24,7 @@ if (!mqttUrl || !a1111Url) {
 /** The settings' default panel, as the bridge in the same run has it: 240x240 RGB565 in 20-row bands. */
 const PANEL = panelFromConfig(configSchema.parse({}))
 
-/** The generation defaults of CONTRACT section 3, as the bridge sends them for a plain-text prompt. */
+/** The generation defaults (docs/protocol.md, "Prompts"), as the bridge sends them for a plain-text prompt. */
 const DEFAULTS = {
   negative_prompt: '',
   seed: -1,

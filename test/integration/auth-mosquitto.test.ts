@@ -12,8 +12,8 @@ import { topicMatches } from '../../src/protocol/topics.ts'
 import { mosquittoPasswd, type RunningMosquitto, startMosquitto } from '../support/mosquitto.ts'
 
 /*
- * The same password file and ACL file, side by side on a real Mosquitto and in our code (CONTRACT section 7:
- * "the same file must allow and deny the same things on both brokers"). Deliveries are observed with mqtt.js:
+ * The same password file and ACL file, side by side on a real Mosquitto and in our code (README "Security":
+ * the files move between the two brokers unchanged, so both must allow and deny the same things). Deliveries are observed with mqtt.js:
  * each round ends with a sync message the writer publishes after everything else, so "not delivered" is known
  * when the sync arrives, with no waiting for time to pass.
  */

@@ -515,7 +515,7 @@ topic write #
     expect(ours.published).toEqual(theirs.published)
     expect(ours.reads).toEqual(theirs.reads)
     // SUBACK differs on purpose: Mosquitto 2.0 grants every subscription and filters each message, we answer
-    // 0x80 (CONTRACT: "granted nothing") where the file lets nothing through. Only there.
+    // 0x80 (README "Security": "granted nothing") where the file lets nothing through. Only there.
     expect(ours.refused.length).toBeGreaterThan(5)
     for (const key of ours.refused) expect(theirs.reads[key], key).toBe('')
     // The matrix means something only with both answers in each part.

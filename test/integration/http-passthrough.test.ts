@@ -7,7 +7,7 @@ import { type FakeA1111, type Fault, type RecordedRequest, startFakeA1111 } from
 import { type HttpAnswer, type HttpOptions, hostPort, httpCall } from '../support/http.ts'
 
 /*
- * The HTTP listener as the older Python proxy's clients use it (seeds 000 and 001, CONTRACT section 6): real
+ * The HTTP listener as the older Python proxy's clients use it (README "HTTP"): real
  * requests on loopback against a bridge running in this process and a fake A1111 on a real socket.
  */
 

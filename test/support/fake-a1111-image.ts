@@ -11,7 +11,7 @@ export interface PictureOptions {
   seed: number
   width: number
   height: number
-  /** Heavy noise: a 512x512 picture of about 500 KB, like real SD output (`research/seed-proxy.md` §7). */
+  /** Heavy noise: a 512x512 picture of about 500 KB, like real Stable Diffusion output. */
   noise: boolean
   /** How far denoising got, 0..1: an interrupted job answers with a partial picture (research §3). */
   done: number

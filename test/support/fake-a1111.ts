@@ -15,7 +15,7 @@ import { createSdState, type SdState, type StateDict } from './fake-a1111-state.
 
 /**
  * A fake AUTOMATIC1111 v1.10.1 started with `--api`, on a real HTTP server, for tests and benchmarks. It
- * follows `research/a1111-api.md`, quirks included: the status codes, the error bodies, the progress formula,
+ * follows A1111's API as that version answers it, quirks included: the status codes, the error bodies, the progress formula,
  * the FIFO queue, and interrupts that still answer 200 with a partial picture.
  */
 

@@ -1,7 +1,6 @@
 /*
- * What Home Assistant's MQTT integration requires of a device-based discovery message, written down from the
- * project's research notes (research/aedes-ha.md 6.2 to 6.4: the device discovery schema, the text and image
- * platforms) so the tests can check the bridge's payloads without a Home Assistant, which cannot be installed
+ * What Home Assistant's MQTT integration requires of a device-based discovery message, written down from its
+ * MQTT discovery documentation (the device discovery schema, the text and image platforms) so the tests can check the bridge's payloads without a Home Assistant, which cannot be installed
  * here. It answers with every problem it finds, so a test shows them all at once.
  */
 

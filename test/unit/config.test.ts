@@ -32,7 +32,7 @@ function problemsOf(options: LoadOptions): readonly string[] {
 describe('loadConfig', () => {
   it('gives every default with an empty environment', () => {
     const config = loadConfig({ env: {} })
-    // The defaults of CONTRACT section 2 and the scaffold's own settings; later settings may join them.
+    // The defaults of the README's settings table; later settings may join them.
     expect(config).toMatchObject({
       A1111_TIMEOUT: 300,
       TARGET_WIDTH: 240,

@@ -2,7 +2,7 @@ import { once } from 'node:events'
 import { connect, createConnection, type Socket } from 'node:net'
 import { pathToFileURL } from 'node:url'
 import { connectAsync, MqttClient } from 'mqtt'
-import { connectPacket, subscribePacket } from '../test/support/raw-mqtt.ts'
+import { connectPacket, remainingLength, subscribePacket } from '../test/support/raw-mqtt.ts'
 import {
   type Bench,
   type Bridge,
@@ -28,17 +28,6 @@ const SETTLE_MS = 1_500
 const HEALTHY_WAIT_MS = 60_000
 /** A little under MQTT_MAX_PACKET's default (262,144), as the attack that held 264 MB sent. */
 const PARTIAL_PAYLOAD = 262_000
-
-function remainingLength(n: number): Buffer {
-  const bytes: number[] = []
-  do {
-    let byte = n % 128
-    n = Math.floor(n / 128)
-    if (n > 0) byte |= 0x80
-    bytes.push(byte)
-  } while (n > 0)
-  return Buffer.from(bytes)
-}
 
 function publishPacket(
   topic: string,

@@ -4,7 +4,12 @@ import { connectAsync, type MqttClient } from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startBridge, type TestBridge } from '../support/bridge.ts'
 import { connectDevice, type TestDevice } from '../support/device.ts'
-import { connectPacket, oversizedPublishHeader, subscribePacket } from '../support/raw-mqtt.ts'
+import {
+  connectPacket,
+  oversizedPublishHeader,
+  remainingLength,
+  subscribePacket,
+} from '../support/raw-mqtt.ts'
 
 /*
  * The embedded broker attacked over raw sockets while a display that behaves keeps working (issue 10,
@@ -13,17 +18,6 @@ import { connectPacket, oversizedPublishHeader, subscribePacket } from '../suppo
  * connections and a `get` flood. Each attack must end with the broker closing the attacker's socket; the
  * healthy display must get its frames; memory must stay bounded.
  */
-
-function remainingLength(n: number): Buffer {
-  const bytes: number[] = []
-  do {
-    let byte = n % 128
-    n = Math.floor(n / 128)
-    if (n > 0) byte |= 0x80
-    bytes.push(byte)
-  } while (n > 0)
-  return Buffer.from(bytes)
-}
 
 function publishPacket(topic: string, payload: Buffer, qos: 0 | 1 | 2, packetId = 1): Buffer {
   const t = Buffer.from(topic)

@@ -7,7 +7,8 @@ import { connect, type Socket } from 'node:net'
  * announces an oversized packet.
  */
 
-function remainingLength(n: number): Buffer {
+/** MQTT's variable-length Remaining Length field (3.1.1 section 2.2.3). */
+export function remainingLength(n: number): Buffer {
   const bytes: number[] = []
   do {
     let byte = n % 128

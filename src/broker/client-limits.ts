@@ -10,12 +10,12 @@ import type { Logger } from 'pino'
 import type { Topics } from '../protocol/topics.ts'
 import { limitedWarn, remoteOf } from './access-hooks.ts'
 import type { BrokerLimits } from './limits.ts'
-import { createSessionStore, type SessionStore } from './session-store.ts'
+import { createPersistentSessions, type PersistentSessions } from './persistent-sessions.ts'
 
 /*
  * What a client that is in may hold in the broker (issue 10, "Limits that hold under abuse"): subscriptions,
- * retained messages, persistent sessions and their queues, and how often one client id may take over another
- * connection. Each is a wrapper around an Aedes hook or a check the publish hook calls; the access rules stay
+ * retained messages, persistent sessions and their queues (persistent-sessions.ts), and how often one client
+ * id may take over another connection. Each is a wrapper around an Aedes hook or a check the publish hook calls; the access rules stay
  * in access-hooks.ts. The numbers are settings (limits.ts).
  */
 
@@ -37,23 +37,8 @@ const BRIDGE_STATUSES_KEPT = 10_000
  */
 const FILTER_BYTES_PER_SUBSCRIPTION = 256
 
-type Limits = Pick<
-  BrokerLimits,
-  | 'maxSubscriptions'
-  | 'maxClientRetained'
-  | 'maxClientRetainedBytes'
-  | 'maxPersistentSessions'
-  | 'sessionExpiryMs'
-  | 'sessionQueueMessages'
-  | 'sessionQueueBytes'
->
-
-/** Aedes' persistence, for ending an expired session. */
-interface SessionPersistence {
-  cleanSubscriptions(client: { id: string }): Promise<void>
-  cleanIncoming?(client: { id: string }): Promise<void>
-  delWill(client: { id: string }): Promise<unknown>
-}
+type Limits = Pick<BrokerLimits, 'maxSubscriptions' | 'maxClientRetained' | 'maxClientRetainedBytes'> &
+  Parameters<typeof createPersistentSessions>[0]
 
 export interface ClientLimits {
   preConnect: PreConnectHandler
@@ -74,7 +59,7 @@ export interface ClientLimits {
   checkRetain(client: Client | null, packet: PublishPacket): void
   /** Follows clients and their subscriptions (Aedes' events) and bounds its session queues. */
   attach(broker: Aedes): void
-  report(): { persistent_sessions: number } & ReturnType<SessionStore['report']>
+  report: PersistentSessions['report']
 }
 
 export function createClientLimits(
@@ -93,20 +78,17 @@ export function createClientLimits(
   const filters = new WeakMap<Client, Held>()
   const retained = new Map<string, number>()
   let retainedBytes = 0
-  /** Persistent sessions by id: undefined while connected, else when it went offline. */
-  const persistent = new Map<string, number | undefined>()
   const takeovers = new Map<string, number[]>()
   const statuses = new Map<string, true>()
-  let persistence: SessionPersistence | null = null
   const statusDepth = topics.base.split('/').length + 2
   const isStatusTopic = (topic: string) =>
     topic.startsWith(`${topics.base}/`) &&
     topic.endsWith('/status') &&
     topic.split('/').length === statusDepth
-  const sessions = createSessionStore(
-    { perSession: limits.sessionQueueMessages, totalBytes: limits.sessionQueueBytes },
-    (clientId, reason) => warn({ clientId, reason }, 'MQTT message not kept for an offline session'),
-  )
+  const sessions = createPersistentSessions(limits, {
+    ...{ log, warn, monotonic, connected: deps.connected },
+    granted: (client, filter) => filters.get(client)?.granted.includes(filter) ?? false,
+  })
 
   function takeoverDelay(clientId: string): number {
     const now = monotonic()
@@ -135,44 +117,8 @@ export function createClientLimits(
     retainedBytes -= old
   }
 
-  /** Ends the session offline longest if that is past MQTT_SESSION_EXPIRY; says whether one was ended. */
-  function expireOne(): boolean {
-    const now = monotonic()
-    let oldest: string | undefined
-    let since = Number.POSITIVE_INFINITY
-    for (const [id, offline] of persistent) {
-      if (offline !== undefined && offline < since) {
-        since = offline
-        oldest = id
-      }
-    }
-    if (oldest === undefined || now - since < limits.sessionExpiryMs) return false
-    const client = { id: oldest }
-    persistent.delete(oldest)
-    sessions.forget(oldest)
-    const done = (err: unknown) =>
-      err && log.warn({ err, clientId: oldest }, 'ending a persistent session failed')
-    persistence?.cleanSubscriptions(client).catch(done)
-    persistence?.cleanIncoming?.(client).catch(done)
-    persistence?.delWill(client).catch(done)
-    log.info({ clientId: oldest, offlineMs: Math.round(now - since) }, 'expired persistent session ended')
-    return true
-  }
-
   return {
-    preConnect(client, packet, callback) {
-      const clientId = packet.clientId
-      const full = persistent.size >= limits.maxPersistentSessions
-      if (packet.clean === false && !persistent.has(clientId) && full && !expireOne()) {
-        warn(
-          { remote: remoteOf(client), clientId, limit: limits.maxPersistentSessions },
-          'MQTT connection refused: too many persistent sessions',
-        )
-        callback(new Error('too many persistent sessions'), false)
-        return
-      }
-      callback(null, true)
-    },
+    preConnect: sessions.preConnect,
 
     afterLogin(client, proceed) {
       const previous = client.id ? deps.connected(client.id) : undefined
@@ -259,22 +205,7 @@ export function createClientLimits(
     },
 
     attach(broker) {
-      persistence = (broker as unknown as { persistence: SessionPersistence }).persistence
-      // Aedes hands its own Client to addSubscriptions.
-      sessions.install(
-        persistence,
-        (client, filter) => filters.get(client as Client)?.granted.includes(filter) ?? false,
-      )
-      broker.on('clientReady', (client) => {
-        if (client.clean) {
-          persistent.delete(client.id)
-          sessions.forget(client.id)
-        } else persistent.set(client.id, undefined)
-      })
-      broker.on('clientDisconnect', (client) => {
-        if (persistent.has(client.id) && deps.connected(client.id) === undefined)
-          persistent.set(client.id, monotonic())
-      })
+      sessions.attach(broker)
       broker.on('unsubscribe', (unsubscriptions, client) => {
         for (const topic of unsubscriptions) forgetFilter(client, topic, true)
       })
@@ -294,7 +225,7 @@ export function createClientLimits(
       })
     },
 
-    report: () => ({ persistent_sessions: persistent.size, ...sessions.report() }),
+    report: () => sessions.report(),
   }
 }
 

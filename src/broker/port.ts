@@ -54,7 +54,7 @@ export interface BrokerReport {
   anonymous?: boolean
   /** The real port of each listener, null when it is off. */
   listeners?: { mqtt: number | null; mqtts: number | null; ws: number | null }
-  /** The embedded broker's persistent sessions and what their queues hold (client-limits.ts). */
+  /** The embedded broker's persistent sessions and what their queues hold (persistent-sessions.ts). */
   sessions?: {
     persistent_sessions: number
     sessions: number

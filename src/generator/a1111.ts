@@ -3,6 +3,7 @@ import { Pool } from 'undici'
 import { type Clock, systemClock } from '../clock.ts'
 import { AppError } from '../errors.ts'
 import { type A1111Answer as Answer, answerOf, notA1111, statusError, toA1111Error } from './a1111-errors.ts'
+import { seedFromInfo } from './a1111-info.ts'
 import { createOwnJobTracker, type ProgressSnapshot } from './a1111-own-job.ts'
 import { parseProgressAnswer, startProgressPolling } from './a1111-progress.ts'
 import { type AnswerReader, createAnswerReader } from './answer.ts'
@@ -284,25 +285,6 @@ export function createA1111Generator(
   }
 
   return { name, generate, check, close }
-}
-
-/** `info` is a JSON string written by Python; read it tolerantly, -1 when it has no seed. */
-export function seedFromInfo(info: unknown): number {
-  let parsed: unknown = info
-  if (typeof info === 'string') {
-    try {
-      parsed = JSON.parse(info)
-    } catch {
-      // Python may write NaN or Infinity, which JSON.parse refuses; the seed is still there.
-      const match = /"seed":\s*(\d+)/.exec(info)
-      return match ? Number(match[1]) : -1
-    }
-  }
-  if (typeof parsed !== 'object' || parsed === null) return -1
-  const { seed, all_seeds } = parsed as { seed?: unknown; all_seeds?: unknown }
-  if (Number.isSafeInteger(seed)) return seed as number
-  const first = Array.isArray(all_seeds) ? all_seeds[0] : undefined
-  return Number.isSafeInteger(first) ? (first as number) : -1
 }
 
 function formatSeconds(ms: number): string {

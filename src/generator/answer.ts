@@ -37,7 +37,7 @@ export interface ImageAnswer {
   texts: Buffer[] | undefined
   /** The request as A1111 understood it, parsed; undefined when absent. */
   parameters: unknown
-  /** As given: A1111 sends a JSON string (read it with seedFromInfo); undefined when absent. */
+  /** As given: A1111 sends a JSON string (read it with seedFromInfo, a1111-info.ts); undefined when absent. */
   info: unknown
   shape: JsonShape
 }

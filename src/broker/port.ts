@@ -91,7 +91,7 @@ export interface BrokerPort {
   /** Hands a frame's chunks to the subscribers of the device's frame topic. Returns how many get it. */
   sendFrame(deviceId: string, chunks: readonly Buffer[], options?: FrameTarget): number
   /** Device ids whose frame topic a connected client subscribed to (the displays that are online). */
-  connectedDeviceIds(): Set<string>
+  connectedDeviceIds(): ReadonlySet<string>
   /**
    * Hears each display that comes online (`true`) or goes (`false`), as `connectedDeviceIds()` changes;
    * returns the function that stops it. Only a broker that sees every connection has it (the embedded one).

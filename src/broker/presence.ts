@@ -16,14 +16,15 @@ export interface Presence {
   held(filter: string): void
   /** A client no longer holds `filter`; notifies when its device had no other. */
   released(filter: string): void
-  /** The devices online now (a copy). */
-  deviceIds(): Set<string>
+  /** The devices online now: the live set, read-only (a status looks one id up in it, not a copy). */
+  deviceIds(): ReadonlySet<string>
   /** Hears each device that comes (`true`) or goes (`false`); returns the function that stops it. */
   listen(listener: (deviceId: string, online: boolean) => void): () => void
 }
 
 export function createPresence(baseTopic: string): Presence {
   const pairs = new Map<string, number>()
+  const online = new Set<string>()
   const listeners = new Set<(deviceId: string, online: boolean) => void>()
 
   function notify(deviceId: string, online: boolean): void {
@@ -36,7 +37,9 @@ export function createPresence(baseTopic: string): Presence {
       if (id === undefined) return
       const n = pairs.get(id) ?? 0
       pairs.set(id, n + 1)
-      if (n === 0) notify(id, true)
+      if (n > 0) return
+      online.add(id)
+      notify(id, true)
     },
     released(filter) {
       const id = displayOfFilter(filter, baseTopic)
@@ -47,9 +50,10 @@ export function createPresence(baseTopic: string): Presence {
         return
       }
       if (!pairs.delete(id)) return
+      online.delete(id)
       notify(id, false)
     },
-    deviceIds: () => new Set(pairs.keys()),
+    deviceIds: () => online,
     listen(listener) {
       listeners.add(listener)
       return () => listeners.delete(listener)

@@ -42,7 +42,7 @@ export interface HomeAssistantDeps {
   queue: Pick<JobQueue, 'cancelDevice' | 'waiting'>
   store: Pick<FrameStore, 'meta' | 'read'>
   known: KnownDisplays
-  connectedIds(): Set<string>
+  connectedIds(): ReadonlySet<string>
   /** Displays coming and going, from a broker that sees them: availability follows these, not a timer. */
   presence?: ((listener: (deviceId: string, online: boolean) => void) => () => void) | undefined
   panelOf(deviceId: string): PanelProfile

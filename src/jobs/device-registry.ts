@@ -58,7 +58,7 @@ const MAX_DEVICES = 10_000
 
 export function createDeviceRegistry(deps: {
   store: FrameStore
-  connectedIds(): Set<string>
+  connectedIds(): ReadonlySet<string>
   clock: Clock
   panelOf?(deviceId: string): PanelProfile
   telemetryOf?(deviceId: string): Telemetry | undefined

@@ -3,12 +3,15 @@ import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
 import { startFakeA1111 } from '../test/support/fake-a1111.ts'
 import { type RunningMosquitto, startMosquitto } from '../test/support/mosquitto.ts'
+import { mosquittoPid } from './idle-rss.ts'
 import {
+  addThreadCpu,
   type Bench,
   type Bridge,
   cpuTimeMs,
   daemonNodeOptions,
   daemonNote,
+  mainThreadSchedMs,
   ms,
   NO_RATE_LIMIT,
   SUMMARY_HEADERS,
@@ -18,6 +21,7 @@ import {
   summaryRow,
   table,
   tally,
+  threadCpuMs,
   within,
 } from './lib.ts'
 import { connectTimedDevice, type TimedDevice } from './timed-device.ts'
@@ -105,24 +109,42 @@ interface Side {
   name: 'bridge' | 'floor'
   device: TimedDevice
   pid: number
+  /** The broker's process when it is not the side's own (Mosquitto for the floor). */
+  brokerPid?: number
+  brokerCpuMs: number
   frameMs: number[]
+  /** From the prompt's publish to its txt2img reaching the fake A1111 (its body read). */
+  toA1111Ms: number[]
   doneMissing: number
   cpuMs: number
+  /** CPU of the measured frames by thread name. */
+  threads: Map<string, number>
 }
+
+/** When the fake A1111 last received a txt2img (performance.now(), this process's clock). */
+let lastTxt2imgAt = Number.NaN
 
 async function oneFrame(side: Side, i: number, record: boolean): Promise<void> {
   await sleep(PAUSE_MS)
   const before = record ? await cpuTimeMs(side.pid) : 0
+  const brokerBefore = record && side.brokerPid ? (await mainThreadSchedMs(side.brokerPid)).onCpuMs : 0
+  const threadsBefore = record ? await threadCpuMs(side.pid) : undefined
   const t = await side.device.prompt(`a lighthouse at dusk ${i}`, FRAME_TIMEOUT_MS)
   if (!(await side.device.waitDone(5_000))) side.doneMissing++
   if (!record) return
   side.cpuMs += (await cpuTimeMs(side.pid)) - before
+  if (side.brokerPid) side.brokerCpuMs += (await mainThreadSchedMs(side.brokerPid)).onCpuMs - brokerBefore
+  addThreadCpu(side.threads, threadsBefore!, await threadCpuMs(side.pid))
   side.frameMs.push(t.frameMs)
+  side.toA1111Ms.push(lastTxt2imgAt - t.startedAt)
 }
 
 export const latency: Bench = async ({ quick }) => {
   const iterations = quick ? 30 : 200
   const fake = await startFakeA1111({ cachedAnswer: true })
+  fake.events.on('request', (r: { path: string }) => {
+    if (r.path === '/sdapi/v1/txt2img') lastTxt2imgAt = performance.now()
+  })
   let mosquitto: RunningMosquitto | undefined
   let floor: FloorProcess | undefined
   let bridge: Bridge | undefined
@@ -133,10 +155,23 @@ export const latency: Bench = async ({ quick }) => {
     mosquitto = await startMosquitto('allow_anonymous true', { logTypes: 'error warning' })
     floor = await startFloor(mosquitto.url, fake.url)
     bridge = await startBridge({ A1111_BASE_URL: fake.url, ...NO_RATE_LIMIT })
-    const fresh = () => ({ frameMs: [], doneMissing: 0, cpuMs: 0 })
+    const fresh = () => ({
+      frameMs: [],
+      toA1111Ms: [],
+      doneMissing: 0,
+      cpuMs: 0,
+      brokerCpuMs: 0,
+      threads: new Map<string, number>(),
+    })
     sides.push(
       { name: 'bridge', device: await connectTimedDevice(bridge.url, 'bench'), pid: bridge.pid, ...fresh() },
-      { name: 'floor', device: await connectTimedDevice(mosquitto.url, 'floor'), pid: floor.pid, ...fresh() },
+      {
+        name: 'floor',
+        device: await connectTimedDevice(mosquitto.url, 'floor'),
+        pid: floor.pid,
+        brokerPid: await mosquittoPid(mosquitto.dir),
+        ...fresh(),
+      },
     )
     for (let i = 0; i < WARMUP + iterations; i++) {
       const order = i % 2 === 0 ? sides : [...sides].reverse()
@@ -155,7 +190,10 @@ export const latency: Bench = async ({ quick }) => {
   const f = summarize(floorSide.frameMs)
   const ratio = b.p50 / f.p50
   const cpuBridge = bridgeSide.cpuMs / iterations
-  const cpuFloor = floorSide.cpuMs / iterations
+  const cpuFloorAlone = floorSide.cpuMs / iterations
+  // The bridge's figure includes its broker's work: the floor's includes Mosquitto's for its frames.
+  const cpuMosquitto = floorSide.brokerCpuMs / iterations
+  const cpuFloor = cpuFloorAlone + cpuMosquitto
   const cpuRatio = cpuBridge / cpuFloor
   const phases = (floor?.phases ?? []).slice(WARMUP)
   const phase = (key: keyof FloorPhases) => summarize(phases.map((p) => p[key]))
@@ -165,7 +203,9 @@ export const latency: Bench = async ({ quick }) => {
     `**p50 / floor p50 = ${ratio.toFixed(2)}** (target <= 1.15: ${verdict(ratio <= 1.15)}); the bridge adds ` +
       `${ms(b.p50 - f.p50)} ms at p50.`,
     `**CPU per finished frame: bridge ${ms(cpuBridge)} ms, floor ${ms(cpuFloor)} ms = ${cpuRatio.toFixed(2)}x** ` +
-      `(target <= 1.2: ${verdict(cpuRatio <= 1.2)}): utime + stime of each process from /proc/<pid>/stat, from ` +
+      `(target <= 1.2: ${verdict(cpuRatio <= 1.2)}); the floor's is its process, ${ms(cpuFloorAlone)} ms ` +
+      `(${(cpuBridge / cpuFloorAlone).toFixed(2)}x), and Mosquitto's for its frames, ${ms(cpuMosquitto)} ms, as ` +
+      "the bridge's includes its embedded broker: utime + stime of each process from /proc/<pid>/stat, from " +
       'before its prompt to its `done`, summed over the measured iterations (all threads: event loop, libuv ' +
       'pool, sharp, answer workers).',
     `${iterations} iterations after ${WARMUP} warm-up, bridge and floor alternating which goes first; each ` +
@@ -190,6 +230,8 @@ export const latency: Bench = async ({ quick }) => {
         [
           summaryRow('bridge: prompt -> last band', b),
           summaryRow('floor: prompt -> last band (through Mosquitto)', f),
+          summaryRow('bridge, of which prompt -> txt2img at A1111', summarize(bridgeSide.toA1111Ms)),
+          summaryRow('floor, of which prompt -> txt2img at A1111', summarize(floorSide.toA1111Ms)),
           summaryRow('floor, of which POST + answer read (fake A1111 included)', phase('fetchMs')),
           summaryRow('floor, of which JSON.parse + base64', phase('parseMs')),
           summaryRow('floor, of which renderFrame (sharp + pack + bands)', phase('renderMs')),
@@ -201,7 +243,21 @@ export const latency: Bench = async ({ quick }) => {
         ],
       ),
       '',
+      threadTable(bridgeSide, floorSide, iterations),
+      '',
       ...notes.map((n) => `- ${n}`),
     ].join('\n'),
   }
+}
+
+/** CPU per frame by kind of thread, bridge beside floor (schedstat, so finer than the ticks of /proc/<pid>/stat). */
+function threadTable(bridge: Side, floor: Side, iterations: number): string {
+  const names = [...new Set([...bridge.threads.keys(), ...floor.threads.keys()])]
+  const per = (side: Side, name: string) => (side.threads.get(name) ?? 0) / iterations
+  const rows = names
+    .map((name) => [name, per(bridge, name), per(floor, name)] as const)
+    .filter(([, b, f]) => b >= 0.05 || f >= 0.05)
+    .sort((x, y) => y[1] + y[2] - (x[1] + x[2]))
+    .map(([name, b, f]) => [name, ms(b), ms(f), ms(b - f)])
+  return table(['CPU per frame by thread (ms)', 'bridge', 'floor', 'bridge - floor'], rows)
 }

@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process'
 import type { EventEmitter } from 'node:events'
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { type Daemon, spawnDaemon } from '../test/support/spawn.ts'
@@ -119,6 +119,40 @@ export async function mainThreadSchedMs(pid: number): Promise<{ onCpuMs: number;
   return { onCpuMs: Number(onCpu) / 1e6, waitingMs: Number(waiting) / 1e6 }
 }
 
+/**
+ * CPU time of each kind of thread of a process, in milliseconds, from /proc/<pid>/task/<tid>/schedstat (ns),
+ * summed by thread name (MainThread, V8Worker for the garbage collector and compiler, libuv-worker,
+ * WorkerThread, libvips' threads...). Threads that ended since the last call are missing from the sum.
+ */
+export async function threadCpuMs(pid: number): Promise<Map<string, number>> {
+  const byName = new Map<string, number>()
+  const tids = await readdir(`/proc/${pid}/task`).catch(() => [] as string[])
+  await Promise.all(
+    tids.map(async (tid) => {
+      try {
+        const [comm, sched] = await Promise.all([
+          readFile(`/proc/${pid}/task/${tid}/comm`, 'utf8'),
+          readFile(`/proc/${pid}/task/${tid}/schedstat`, 'utf8'),
+        ])
+        const name = comm.trim().replace(/[-_ ]?\d+$/, '')
+        byName.set(name, (byName.get(name) ?? 0) + Number(sched.split(' ')[0]) / 1e6)
+      } catch {
+        // The thread ended between the listing and the read.
+      }
+    }),
+  )
+  return byName
+}
+
+/** Adds `after - before` of each thread name into `into`. */
+export function addThreadCpu(
+  into: Map<string, number>,
+  before: Map<string, number>,
+  after: Map<string, number>,
+) {
+  for (const [name, ms] of after) into.set(name, (into.get(name) ?? 0) + ms - (before.get(name) ?? 0))
+}
+
 /** VmRSS and VmHWM of a process, in KiB. */
 export async function memoryKb(pid: number): Promise<{ rssKb: number; hwmKb: number }> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8')
@@ -196,6 +230,8 @@ export async function startBridge(env: Record<string, string>): Promise<Bridge> 
       if (daemon.child.exitCode === null && daemon.child.signalCode === null) daemon.child.kill('SIGTERM')
       const killer = setTimeout(() => daemon.child.kill('SIGKILL'), 20_000)
       const { code } = await daemon.exit
+      if (process.env.BENCH_DUMP)
+        (await import('node:fs')).writeFileSync(process.env.BENCH_DUMP, daemon.stdout())
       clearTimeout(killer)
       running.delete(daemon)
       await rm(dir, { recursive: true, force: true })

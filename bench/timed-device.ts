@@ -9,6 +9,8 @@ import { connectDevice, type TestDevice } from '../test/support/device.ts'
 export interface FrameTiming {
   /** From just before the prompt was published to the arrival of the frame's last band. */
   frameMs: number
+  /** performance.now() just before the prompt was published. */
+  startedAt: number
 }
 
 export interface TimedDevice {
@@ -104,7 +106,7 @@ export async function connectTimedDevice(url: string, id: string): Promise<Timed
       const started = performance.now()
       device.client.publish(`pico/${id}/prompt`, text, { qos: 1 })
       try {
-        return { frameMs: (await arrived) - started }
+        return { frameMs: (await arrived) - started, startedAt: started }
       } finally {
         clearTimeout(timer)
         pending = undefined

@@ -128,7 +128,9 @@ export function createA1111Generator(
     const http = new AbortController()
     // Interrupt only our own job: /sdapi/v1/interrupt stops whatever A1111 runs, which may be a job
     // someone started in the web UI while ours waits behind it (see a1111-own-job.ts).
-    const before = await snapshot()
+    // The snapshot is only a look, so it is taken while the prompt's journal write is still on its way to
+    // disk; the job itself goes out once that is done (1 ms sooner, issue 14).
+    const [before] = await Promise.all([snapshot(), hooks.recorded])
     const own = createOwnJobTracker(before.snapshot ?? undefined)
     hooks.signal.throwIfAborted()
     let interrupting: Promise<void> | undefined

@@ -51,6 +51,8 @@ export function createDemoGenerator(options: DemoGeneratorOptions = {}): Generat
   async function generate(payload: Txt2ImgPayload, hooks: GenerateHooks): Promise<GenerateResult> {
     hooks.signal.throwIfAborted()
     const request = readPayload(payload)
+    await hooks.recorded
+    hooks.signal.throwIfAborted()
     if (stepMs > 0) await pretendToSample(request.steps, stepMs, hooks)
     const image = await drawPicture(request)
     hooks.signal.throwIfAborted()

@@ -29,6 +29,12 @@ export interface GenerateHooks {
   /** Aborted when the job is cancelled or superseded: the generator stops the work on its server. */
   signal: AbortSignal
   onProgress?: (p: GenerateProgress) => void
+  /**
+   * Settles once the job is on disk (a prompt's journal write and fsync). A generator may look at its server
+   * before (A1111's own-job snapshot), but sends the work only after it resolves, and gives up with its
+   * error if it rejects. Undefined: nothing to wait for.
+   */
+  recorded?: Promise<void> | undefined
 }
 
 export interface GenerateResult {

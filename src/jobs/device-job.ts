@@ -4,6 +4,7 @@ import type { EventBus } from '../events.ts'
 import type { GenerateProgress, GenerateResult, Txt2ImgPayload } from '../generator/types.ts'
 import { type PanelProfile, panelLook, renderFrame } from '../image/panel.ts'
 import type { PromptRequest } from '../protocol/prompt.ts'
+import type { StatusEvent } from '../protocol/status.ts'
 import type { FrameStore, StoredFrame } from '../store/frame-store.ts'
 import type { CompleteContext, Job } from './job.ts'
 import type { DeviceOutput } from './output.ts'
@@ -55,6 +56,8 @@ export function createDeviceJob(
   id: string,
   deviceId: string,
   prompt: PromptRequest,
+  /** The prompt's journal write, when the job is queued before it is done: its statuses wait for it. */
+  recorded?: Promise<void>,
 ): Job {
   const previews = prompt.preview ?? deps.previewDefault
   const panel = (): PanelProfile => {
@@ -66,6 +69,27 @@ export function createDeviceJob(
   let over = false
   let lastPreview: { at: number; image: Buffer } | null = null
   let previewBusy = false
+  /**
+   * Statuses held while the prompt is not yet on disk: nothing is promised before it is. Sent once it is;
+   * dropped, with any later ones, if it cannot be (the intake answers with E_STORAGE instead).
+   */
+  let held: StatusEvent[] | undefined
+  let refused = false
+  if (recorded !== undefined) {
+    held = []
+    recorded.then(
+      () => {
+        const events = held ?? []
+        held = undefined
+        for (const event of events) deps.output.status(deviceId, job, event)
+      },
+      () => {
+        held = undefined
+        refused = true
+        over = true
+      },
+    )
+  }
 
   function sendPreview(p: GenerateProgress): void {
     const image = p.preview
@@ -94,9 +118,12 @@ export function createDeviceJob(
     durable: true,
     payload: promptToPayload(prompt, previews),
     requestId: prompt.requestId,
+    recorded,
     report(event) {
       if (event.state === 'cancelled' || event.state === 'error') over = true
-      deps.output.status(deviceId, job, event)
+      if (refused) return
+      if (held !== undefined) held.push(event)
+      else deps.output.status(deviceId, job, event)
     },
     onProgress: sendPreview,
     complete: async (result, ctx) => {

@@ -122,19 +122,39 @@ export function createIntake(deps: {
       )
     }
     deps.queue.admit(deviceId)
-    const job = createDeviceJob(deps.jobDeps, newJobId(), deviceId, prompt)
-    await deps.journal.add({
-      id: job.id,
+    const id = newJobId()
+    const recorded = deps.journal.add({
+      id,
       deviceId,
       prompt: { ...prompt },
       createdAt: clock.now().toISOString(),
     })
+    // A device with nothing waiting or running has its job queued while the journal writes it: the
+    // generator looks at its server meanwhile but sends nothing, and no status goes out, before it is on
+    // disk (issue 14). A prompt that would supersede another waits for the disk first, so one that fails
+    // with E_STORAGE never cancels the job before it.
+    const early = !deps.queue.holds(deviceId)
+    const job = createDeviceJob(deps.jobDeps, id, deviceId, prompt, early ? recorded : undefined)
+    if (!early) await recorded
     try {
       // Past QUEUE_MAX only by the prompts that were being written at the same moment.
       deps.queue.submit(job, { force: true })
     } catch (err) {
-      deps.journal.end(job.id)
+      if (early)
+        recorded.then(
+          () => deps.journal.end(id),
+          () => undefined,
+        )
+      else deps.journal.end(id)
       throw err
+    }
+    if (early) {
+      try {
+        await recorded
+      } catch (err) {
+        deps.queue.withdraw(id)
+        throw err
+      }
     }
     taken.add(deviceId, prompt, job.id)
     log.info({ deviceId, jobId: job.id, prompt: prompt.prompt.slice(0, 200) }, 'prompt queued')

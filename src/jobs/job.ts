@@ -19,6 +19,11 @@ export interface Job {
   readonly durable: boolean
   readonly payload: Txt2ImgPayload
   readonly requestId: string | number | undefined
+  /**
+   * Settles once a durable job is on disk. The queue may start it before (the generator looks at its server
+   * meanwhile, generator/types.ts), but nothing is generated, and no status goes out, until it resolves.
+   */
+  recorded?: Promise<void> | undefined
   /** Receives every status change of the job, in order. */
   report(event: StatusEvent): void
   /** Progress of the generation (raw values: the owner rounds), with a preview picture when there is one. */
@@ -69,6 +74,13 @@ export interface JobQueue {
   submit(job: Job, options?: { force?: boolean }): void
   /** Queues jobs from before a restart, in their order, past QUEUE_MAX, announcing positions once. */
   submitAll(jobs: readonly Job[]): void
+  /** The device has a job waiting or generating (one a new prompt would supersede). */
+  holds(deviceId: string): boolean
+  /**
+   * Takes back a job whose prompt could not be written to disk, without a status: it was never accepted, and
+   * the intake answers for it.
+   */
+  withdraw(jobId: string): void
   /** Cancels a waiting or running job; false when there is nothing left to cancel. */
   cancel(jobId: string, reason: CancelReason): boolean
   /** Cancels the device's waiting and running jobs. Returns how many were cancelled. */

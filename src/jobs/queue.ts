@@ -107,14 +107,26 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
     entry.attempts++
     emit(entry, { state: 'generating', progress: 0 })
     const started = clock.monotonic()
+    // Set before the generator waits on the same promise, so a failed journal write is known here first.
+    let unrecorded = false
+    job.recorded?.catch(() => {
+      unrecorded = true
+    })
     let result: GenerateResult
     try {
       result = await slot.generator.generate(job.payload, {
         signal: controller.signal,
         onProgress: (p) => reportProgress(entry, p),
+        recorded: job.recorded,
       })
     } catch (err) {
       generating.delete(entry)
+      if (unrecorded) {
+        // Not the server's failure, and no status: the intake refuses the prompt (E_STORAGE).
+        if (entries.get(job.id) === entry) settle(entry, 'cancelled', undefined, true)
+        release(slot)
+        return
+      }
       if (!(err instanceof JobCancelled)) measured(slot.generator, started, err)
       if (!controller.signal.aborted && moveToAnother(entry, slot.generator, err)) {
         entry.state = 'queued'
@@ -236,6 +248,21 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
     submitAll(jobs) {
       for (const job of jobs) enqueue(job, true)
       dispatch()
+    },
+
+    holds(deviceId) {
+      if (line.hasDevice(deviceId)) return true
+      for (const e of generating) if (e.job.deviceId === deviceId) return true
+      return false
+    },
+
+    withdraw(jobId) {
+      const entry = entries.get(jobId)
+      if (!entry) return
+      if (entry.state === 'queued') line.remove(entry)
+      entry.controller.abort(new JobCancelled('requested'))
+      settle(entry, 'cancelled', undefined, true)
+      announcePositions()
     },
 
     cancel(jobId, reason) {

@@ -51,4 +51,41 @@ describe('someone else using the same A1111', () => {
     await expect.poll(() => fake.interrupts).toBe(1)
     await gen.close()
   })
+
+  it('looks at the server while the job is being recorded, and sends the job only once it is', async () => {
+    fake = await startFakeA1111({ cachedAnswer: true })
+    const gen = createA1111Generator(
+      { baseUrl: fake.url, timeoutMs: 30_000 },
+      { log: pino({ level: 'silent' }) },
+    )
+    let recordedOk: () => void = () => {}
+    const recorded = new Promise<void>((resolve) => {
+      recordedOk = resolve
+    })
+    const snapshot = once(fake.events, 'request')
+    const ours = gen.generate(
+      { prompt: 'ours', steps: 4 },
+      { signal: new AbortController().signal, recorded },
+    )
+    const [first] = (await snapshot) as [{ path: string }]
+    expect(first.path).toBe('/sdapi/v1/progress')
+    // The snapshot is answered; still no job until the journal's write is done.
+    await expect.poll(() => fake.requests.length).toBe(1)
+    await new Promise((resolve) => setImmediate(resolve))
+    expect(txt2imgCount(fake)).toBe(0)
+    recordedOk()
+    const result = await ours
+    expect(result.image.subarray(1, 4).toString('latin1')).toBe('PNG')
+    expect(txt2imgCount(fake)).toBe(1)
+
+    const refused = Object.assign(new Error('DATA_DIR cannot be written'), { code: 'E_STORAGE' })
+    const failing = gen.generate(
+      { prompt: 'never recorded', steps: 4 },
+      { signal: new AbortController().signal, recorded: Promise.reject(refused) },
+    )
+    await expect(failing).rejects.toBe(refused)
+    expect(txt2imgCount(fake)).toBe(1)
+    expect(fake.interrupts).toBe(0)
+    await gen.close()
+  })
 })

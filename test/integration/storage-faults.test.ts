@@ -3,6 +3,7 @@ import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { startBridge } from '../support/bridge.ts'
 import { connectDevice } from '../support/device.ts'
+import { startFakeA1111 } from '../support/fake-a1111.ts'
 import { httpCall } from '../support/http.ts'
 
 /*
@@ -51,5 +52,35 @@ describe('a DATA_DIR that cannot be written', () => {
     const well = await httpCall(port, '/health')
     expect(well.status).toBe(200)
     expect(well.json<{ storage: { state: string } }>().storage.state).toBe('ok')
+  })
+
+  it('sends nothing to A1111 for a prompt the journal could not take, though it looked at the server meanwhile', async () => {
+    // The job is queued while its journal line is written, and the own-job snapshot (a GET of the
+    // progress) is taken meanwhile (issue 14); the txt2img waits for the disk, and never goes if it fails.
+    const fake = await startFakeA1111({ cachedAnswer: true })
+    cleanup.push(() => fake.close())
+    const b = await startBridge({ A1111_BASE_URL: fake.url })
+    cleanup.push(() => b.stop())
+    const device = await connectDevice(b.mqttUrl, 'cellar')
+    cleanup.push(() => device.close())
+    const journal = join(b.dataDir, 'jobs.journal')
+    execFileSync('chattr', ['+i', journal])
+    const unlock = () => void execFileSync('chattr', ['-i', journal])
+    cleanup.push(unlock)
+    const txt2img = () => fake.requests.filter((r) => r.path === '/sdapi/v1/txt2img').length
+
+    await device.prompt({ prompt: 'never written', request_id: 'lost' })
+    const refused = await device.waitForStatus((s) => s.request_id === 'lost')
+    expect(refused).toMatchObject({ state: 'error', error: { code: 'E_STORAGE' } })
+    expect(device.statuses.filter((s) => s.request_id === 'lost')).toHaveLength(1)
+    unlock()
+    await device.prompt({ prompt: 'written now', request_id: 'kept' })
+    await device.waitForStatus((s) => s.request_id === 'kept' && s.state === 'done')
+    expect(txt2img()).toBe(1)
+    expect(fake.requests.filter((r) => r.path === '/sdapi/v1/txt2img')[0]!.body).toMatchObject({
+      prompt: 'written now',
+    })
+    // The withdrawn job never asked A1111 to stop anything.
+    expect(fake.interrupts).toBe(0)
   })
 })

@@ -7,15 +7,24 @@ export { decodeBase64, type JsonLimits, type JsonShape } from './answer-scan.ts'
 
 /*
  * Reads A1111 answers off the event loop. A small body (progress, options: a few KB) is read where it
- * arrives; a large one goes to a pool of worker threads, so a 40 MB answer, or four at once from four
- * servers, does not stall MQTT delivery and /health (issue 14, goal 4), and a hostile one costs a worker its
- * scan, never the daemon its memory (issue 13). Both paths run the same code (answer-scan.ts); the pool and
+ * arrives, and so is a display's picture (up to 1 MiB) when it comes alone; a larger one, or one of a burst,
+ * goes to a pool of worker threads, so a 40 MB answer, or four at once from four servers, does not stall
+ * MQTT delivery and /health (issue 14, goal 4), and a hostile one costs a worker its scan, never the daemon
+ * its memory (issue 13). Both paths run the same code (answer-scan.ts); the pool and
  * the memory it recycles are in answer-pool.ts.
  */
 
 export interface AnswerReaderOptions {
   /** Bodies of at least this many bytes are read in a worker; 256 KiB by default. */
   workerMinBytes?: number
+  /**
+   * A body up to this size that comes alone (no other large one read in the last `burstMs`, no worker busy)
+   * is read where it arrives: 1 MiB by default (a 512x512 answer is 660 KB); 0 sends every large one to a
+   * worker.
+   */
+  aloneMaxBytes?: number
+  /** How close together large answers come to count as a burst; 100 ms by default. */
+  burstMs?: number
   /** Worker threads at most; os.availableParallelism() by default. */
   maxWorkers?: number
   /** A worker idle this long is stopped (a new one starts in about 30 ms); 30 s by default. */
@@ -75,6 +84,10 @@ export interface AnswerReader {
 export function createAnswerReader(options: AnswerReaderOptions = {}): AnswerReader {
   const limits: JsonLimits = Object.freeze({ ...DEFAULT_LIMITS, ...options.limits })
   const workerMinBytes = options.workerMinBytes ?? 256 * 1024
+  const aloneMaxBytes = options.aloneMaxBytes ?? 1024 * 1024
+  const burstMs = options.burstMs ?? 100
+  /** When the last large body was read (performance.now()). */
+  let lastLargeAt = Number.NEGATIVE_INFINITY
   const pool = createAnswerPool({
     maxWorkers: Math.max(1, options.maxWorkers ?? availableParallelism()),
     idleMs: options.idleMs ?? 30_000,
@@ -117,8 +130,10 @@ export function createAnswerReader(options: AnswerReaderOptions = {}): AnswerRea
     } else parts = Buffer.isBuffer(body) ? [body] : (body as readonly Buffer[])
     let size = 0
     for (const part of parts) size += part.length
-    // Into the worker's memory when a worker takes it (answer-pool.ts).
-    if (!pool.closed && size >= workerMinBytes) return pool.run(kind, texts, parts)
+    if (!pool.closed && size >= workerMinBytes && !alone(size)) {
+      // Into the worker's memory when a worker takes it (answer-pool.ts).
+      return pool.run(kind, texts, parts)
+    }
     const bytes =
       parts.length === 1
         ? Buffer.from(parts[0]!.buffer, parts[0]!.byteOffset, size)
@@ -128,6 +143,21 @@ export function createAnswerReader(options: AnswerReaderOptions = {}): AnswerRea
     } catch (err) {
       return Promise.reject(err)
     }
+  }
+
+  /**
+   * A display's picture comes alone (a generation takes seconds): read here it costs about 1 ms of the event
+   * loop, while the worker's hop, the copy into its memory and its lower priority cost as much again and
+   * more (issue 14, goal 1). Answers that come in a burst (the HTTP passthrough under load, several servers)
+   * go to the workers, so the event loop stays free for MQTT and /health (goal 4).
+   */
+  function alone(size: number): boolean {
+    const now = performance.now()
+    const burst = now - lastLargeAt < burstMs
+    lastLargeAt = now
+    if (size > aloneMaxBytes || burst) return false
+    const { busy, queued } = pool.stats()
+    return busy === 0 && queued === 0
   }
 
   return {

@@ -61,7 +61,7 @@ beforeAll(async () => {
   small = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#c04010' } })
     .png()
     .toBuffer()
-  pooled = createAnswerReader({ workerMinBytes: 0, maxWorkers: 2 })
+  pooled = createAnswerReader({ workerMinBytes: 0, aloneMaxBytes: 0, maxWorkers: 2 })
   inPlace = createAnswerReader({ workerMinBytes: Number.POSITIVE_INFINITY })
 })
 
@@ -220,7 +220,11 @@ describe('hostile shapes are refused before JSON.parse builds them (issue 13)', 
     const body = a1111Answer([big])
     const answer = await inPlace.readImageAnswer(body)
     expect(answer.image.equals(big)).toBe(true)
-    const strict = createAnswerReader({ workerMinBytes: 0, limits: { maxStringBytes: 1000 } })
+    const strict = createAnswerReader({
+      workerMinBytes: 0,
+      aloneMaxBytes: 0,
+      limits: { maxStringBytes: 1000 },
+    })
     try {
       expect((await strict.readImageAnswer(body)).image.equals(big)).toBe(true)
       expect((await rejection(strict.readJson(body))).message).toMatch(/a string of 800000 bytes/)
@@ -282,6 +286,7 @@ describe('the worker pool', () => {
     for (const source of crashing) {
       const reader = createAnswerReader({
         workerMinBytes: 0,
+        aloneMaxBytes: 0,
         workerUrl: new URL(`data:text/javascript,${encodeURIComponent(source)}`),
       })
       try {
@@ -296,8 +301,31 @@ describe('the worker pool', () => {
     }
   })
 
+  it('reads a lone answer where it arrives, and sends a burst or a big one to the workers', async () => {
+    const body = a1111Answer([png])
+    const reader = createAnswerReader({ burstMs: 60_000, aloneMaxBytes: body.length })
+    try {
+      // The daemon's defaults: a 512x512 answer is large enough for a worker, small enough to read alone.
+      expect(body.length).toBeGreaterThan(256 * 1024)
+      expect((await reader.readImageAnswer(body)).image.equals(png)).toBe(true)
+      expect(reader.stats().workers).toBe(0)
+      // The next one within burstMs is part of a burst.
+      expect((await reader.readImageAnswer(body)).image.equals(png)).toBe(true)
+      expect(reader.stats().workers).toBe(1)
+    } finally {
+      await reader.close()
+    }
+    const strict = createAnswerReader({ aloneMaxBytes: body.length - 1 })
+    try {
+      expect((await strict.readImageAnswer(body)).image.equals(png)).toBe(true)
+      expect(strict.stats().workers).toBe(1)
+    } finally {
+      await strict.close()
+    }
+  })
+
   it('runs reads side by side, up to its size, and queues the rest', async () => {
-    const reader = createAnswerReader({ workerMinBytes: 0, maxWorkers: 2 })
+    const reader = createAnswerReader({ workerMinBytes: 0, aloneMaxBytes: 0, maxWorkers: 2 })
     try {
       const body = a1111Answer([png])
       const reads = [0, 1, 2, 3, 4].map(() => reader.readImageAnswer(body))
@@ -310,7 +338,7 @@ describe('the worker pool', () => {
   })
 
   it('closes once, lets running reads finish, and reads in place afterwards', async () => {
-    const reader = createAnswerReader({ workerMinBytes: 0 })
+    const reader = createAnswerReader({ workerMinBytes: 0, aloneMaxBytes: 0 })
     const running = reader.readImageAnswer(a1111Answer([small]))
     const closing = reader.close()
     expect(reader.close()).toBe(closing)
@@ -329,7 +357,7 @@ describe('the worker pool', () => {
         // No close(): an idle worker must not hold the process, which exits as soon as the answer is read.
         const script = `
           const { createAnswerReader } = await import(${JSON.stringify(module)})
-          const reader = createAnswerReader({ workerMinBytes: 0 })
+          const reader = createAnswerReader({ workerMinBytes: 0, aloneMaxBytes: 0 })
           const answer = await reader.readImageAnswer(Buffer.from('{"images": ["QUJD"]}'))
           console.log(answer.image.toString(), reader.stats().workers)`
         const file = join(out, 'read-one.mjs')

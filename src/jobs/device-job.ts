@@ -78,11 +78,14 @@ export function createDeviceJob(
   if (recorded !== undefined) {
     held = []
     recorded.then(
-      () => {
-        const events = held ?? []
-        held = undefined
-        for (const event of events) deps.output.status(deviceId, job, event)
-      },
+      // After the generator's own continuation, which sends the job to A1111: the held statuses are not on
+      // the way to the picture. Statuses reported meanwhile join the held ones, in order.
+      () =>
+        setImmediate(() => {
+          const events = held ?? []
+          held = undefined
+          for (const event of events) deps.output.status(deviceId, job, event)
+        }),
       () => {
         held = undefined
         refused = true

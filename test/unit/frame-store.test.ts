@@ -150,6 +150,16 @@ describe('the frame store', () => {
     expect(await store.forget('../x')).toBe(false)
   })
 
+  it('makes its directory again when it was removed while running', async () => {
+    const dir = tempDir()
+    const store = createFrameStore(dir, capture())
+    await store.load()
+    rmSync(join(dir, 'frames'), { recursive: true, force: true })
+    await store.save(frame('phoenix'), Buffer.from('a picture'))
+    expect(readdirSync(join(dir, 'frames')).sort()).toEqual(['phoenix.frame', 'phoenix.source'])
+    expect((await store.read('phoenix'))?.frameId).toBe(frame('phoenix').frameId)
+  })
+
   it('forgets displays whose frame was neither made nor sent for keepDays, also after a restart', async () => {
     const dir = tempDir()
     let now = day(0)

@@ -47,6 +47,12 @@ const SERVER_COUNTS = [1, 2, 4] as const
 /** Four servers give at least this many times the requests per second of one (issue 14, goal 4). */
 const TARGET_SCALE = 1.6
 const IDLE_PROBE_MS = 2_000
+/**
+ * The second series: servers that take this long for each picture, one at a time in arrival order as A1111
+ * runs them. Instant servers measure the bridge's own bound (CPU, on this machine); these show what more
+ * servers are for.
+ */
+const GPU_MS = 40
 const BINARY = { 'content-type': 'application/json', accept: 'application/octet-stream' }
 
 /** Every request has its own prompt; the fake answers each with its one cached picture. */
@@ -194,10 +200,10 @@ interface LoadRun {
 }
 
 /** CONCURRENCY clients, each sending its next request when the last answer is complete, for `durationMs`. */
-async function load(servers: number, durationMs: number): Promise<LoadRun> {
-  const label = `${servers} server${servers > 1 ? 's' : ''}`
+async function load(servers: number, durationMs: number, latencyMs = 0): Promise<LoadRun> {
+  const label = `${servers} server${servers > 1 ? 's' : ''}${latencyMs ? ` of ${latencyMs} ms` : ''}`
   const fakes: FakeA1111[] = []
-  for (let i = 0; i < servers; i++) fakes.push(await startFakeA1111({ cachedAnswer: true }))
+  for (let i = 0; i < servers; i++) fakes.push(await startFakeA1111({ cachedAnswer: true, latencyMs }))
   const busy: BusyLog[] = fakes.map(trackBusy)
   let started: { bridge: Bridge; url: string } | undefined
   let pool: Pool | undefined
@@ -339,7 +345,10 @@ export const http: Bench = async ({ quick }) => {
     }
   }
   const peer = await peerLoad(durationMs)
+  const slow: LoadRun[] = []
+  for (const count of SERVER_COUNTS) slow.push(await load(count, durationMs, GPU_MS))
   const rps = (r: LoadRun) => (r.completed * 1000) / r.windowMs
+  const slowScale = rps(slow.at(-1)!) / rps(slow[0]!)
   /** The run with the median req/s of each server count stands for it in the tables. */
   const runs = SERVER_COUNTS.map((c) => {
     const sorted = [...all.get(c)!].sort((a, b) => rps(a) - rps(b))
@@ -415,9 +424,35 @@ export const http: Bench = async ({ quick }) => {
         `JSON.parse + base64 + imageToRgb565, fake included): **${peer.rps.toFixed(1)} req/s**, ` +
         `${peer.cpuMsPerRequest.toFixed(1)} ms CPU per request; one server through the bridge is ` +
         `${(rps(one) / peer.rps).toFixed(2)}x of it.`,
-      `- **4 servers / 1 = ${scale.toFixed(2)}x** (target >= ${TARGET_SCALE}: ${verdict(scale >= TARGET_SCALE)}); ` +
+      `- **4 servers / 1 = ${scale.toFixed(2)}x** (target >= ${TARGET_SCALE}: ${verdict(scale >= TARGET_SCALE)}; ` +
+        `${TARGET_SCALE}x of one server is ${(TARGET_SCALE * rps(one)).toFixed(0)} req/s, against the ` +
+        `${peer.rps.toFixed(0)} of the same work in one process without a bridge); ` +
         `**/health p95 under ${HEALTH_TARGET_MS} ms with every count: ${verdict(healthOk)}** ` +
         `(${runs.map((r) => `${r.servers}: ${ms(r.health.p95)} ms`).join(', ')}).`,
+      '',
+      `### (d) Servers that take ${GPU_MS} ms a picture, one at a time`,
+      '',
+      table(
+        [
+          'servers',
+          'req/s',
+          'x one server',
+          `bound: servers x 1000 / ${GPU_MS}`,
+          'GET /health p50 / p95',
+          'daemon CPU',
+        ],
+        slow.map((r) => [
+          r.servers,
+          rps(r).toFixed(1),
+          `${(rps(r) / rps(slow[0]!)).toFixed(2)}x`,
+          ((r.servers * 1000) / GPU_MS).toFixed(0),
+          `${ms(r.health.p50)} / ${ms(r.health.p95)} ms`,
+          `${pct(r.daemonCpuMs, r)} of one core`,
+        ]),
+      ),
+      '',
+      `- **4 servers / 1 = ${slowScale.toFixed(2)}x** with servers that take ${GPU_MS} ms; one run per count; ` +
+        `failed requests ${slow.map((r) => r.errors.length).join(' / ')}.`,
       '',
       table(
         [

@@ -18,16 +18,22 @@ describe('a DATA_DIR that cannot be written', () => {
     for (const fn of cleanup.splice(0).reverse()) await fn()
   })
 
-  it('refuses the prompt with E_STORAGE, says so in /health, and recovers', async () => {
-    const b = await startBridge({ HTTP_PORT: 0 })
+  /** A bridge with one display connected whose journal refuses writes until `unlock()`. */
+  async function lockedBridge(settings: Record<string, unknown>, deviceId: string) {
+    const b = await startBridge(settings)
     cleanup.push(() => b.stop())
-    const port = b.httpPort!
-    const device = await connectDevice(b.mqttUrl, 'attic')
+    const device = await connectDevice(b.mqttUrl, deviceId)
     cleanup.push(() => device.close())
     const journal = join(b.dataDir, 'jobs.journal')
     execFileSync('chattr', ['+i', journal])
     const unlock = () => void execFileSync('chattr', ['-i', journal])
     cleanup.push(unlock)
+    return { b, device, unlock }
+  }
+
+  it('refuses the prompt with E_STORAGE, says so in /health, and recovers', async () => {
+    const { b, device, unlock } = await lockedBridge({ HTTP_PORT: 0 }, 'attic')
+    const port = b.httpPort!
 
     await device.prompt({ prompt: 'never written', request_id: 'lost' })
     const refused = await device.waitForStatus((s) => s.request_id === 'lost')
@@ -59,14 +65,7 @@ describe('a DATA_DIR that cannot be written', () => {
     // progress) is taken meanwhile (issue 14); the txt2img waits for the disk, and never goes if it fails.
     const fake = await startFakeA1111({ cachedAnswer: true })
     cleanup.push(() => fake.close())
-    const b = await startBridge({ A1111_BASE_URL: fake.url })
-    cleanup.push(() => b.stop())
-    const device = await connectDevice(b.mqttUrl, 'cellar')
-    cleanup.push(() => device.close())
-    const journal = join(b.dataDir, 'jobs.journal')
-    execFileSync('chattr', ['+i', journal])
-    const unlock = () => void execFileSync('chattr', ['-i', journal])
-    cleanup.push(unlock)
+    const { device, unlock } = await lockedBridge({ A1111_BASE_URL: fake.url }, 'cellar')
     const txt2img = () => fake.requests.filter((r) => r.path === '/sdapi/v1/txt2img').length
 
     await device.prompt({ prompt: 'never written', request_id: 'lost' })

@@ -45,7 +45,10 @@ describe.runIf(process.platform === 'linux')('background threads yield to the ev
       `import(${JSON.stringify(url)}).then(({ lowerThisThread }) => {
         lowerThisThread()
         const tid = Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').at(-1))
-        require('node:worker_threads').parentPort.postMessage(tid)
+        const { parentPort } = require('node:worker_threads')
+        // Listening keeps the thread alive until terminate(): its nice value is read after this message.
+        parentPort.on('message', () => {})
+        parentPort.postMessage(tid)
       })`,
       { eval: true },
     )

@@ -1,5 +1,5 @@
 import { AppError } from '../errors.ts'
-import { decodeBase64 } from './base64.ts'
+import { decodeBase64Bytes } from './base64.ts'
 import {
   DEFAULT_LIMITS,
   type JsonLimits,
@@ -62,11 +62,10 @@ export function readImageParts(bytes: Buffer, limits: JsonLimits = DEFAULT_LIMIT
         "See A1111's console",
     )
   }
-  const text = first.toString('latin1')
-  const image = decodeBase64(text)
+  const image = decodeBase64Bytes(first)
   if (image === undefined) {
     throw new AppError('E_BAD_IMAGE', 'A1111 sent a picture that is not valid base64', {
-      details: { length: text.length, start: text.slice(0, 16) },
+      details: { length: first.length, start: first.toString('latin1', 0, 16) },
     })
   }
   return {

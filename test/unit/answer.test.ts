@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { AppError } from '../../src/errors.ts'
 import { type AnswerReader, createAnswerReader, decodeBase64 } from '../../src/generator/answer.ts'
 import { readJsonValue, scanJson } from '../../src/generator/answer-scan.ts'
+import { decodeBase64Bytes } from '../../src/generator/base64.ts'
 import { makePng } from '../support/fake-a1111-image.ts'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
@@ -441,6 +442,44 @@ describe('properties (fast-check, fixed seed)', () => {
         },
       ),
       { seed: SEED, numRuns: 3000 },
+    )
+  })
+
+  it('decodes base64 held as bytes slice by slice, as the whole string would be, and refuses a stray byte in any slice', () => {
+    // 300 KB of picture is 400 KB of base64: seven slices of 64 K characters, the last one short.
+    const picture = Buffer.from(Array.from({ length: 300_000 }, (_, i) => (i * 7919) % 251))
+    const text = Buffer.from(picture.toString('base64'), 'latin1')
+    expect(decodeBase64Bytes(text)?.equals(picture)).toBe(true)
+    expect(
+      decodeBase64Bytes(Buffer.concat([Buffer.from('data:image/png;base64,'), text]))?.equals(picture),
+    ).toBe(true)
+    fc.assert(
+      fc.property(
+        // Not the last two characters: '=' there is padding, and valid base64 of another picture.
+        fc.integer({ min: 0, max: text.length - 3 }),
+        fc.constantFrom(0x21, 0x0a, 0x20, 0x3d, 0xe9),
+        (at, stray) => {
+          const bad = Buffer.from(text)
+          bad[at] = stray
+          expect(decodeBase64Bytes(bad)).toBeUndefined()
+        },
+      ),
+      { seed: SEED, numRuns: 200 },
+    )
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ minLength: 1, maxLength: 300 }),
+        fc.string({ maxLength: 40 }),
+        (bytes, noise) => {
+          const b64 = Buffer.from(bytes).toString('base64')
+          expect(decodeBase64Bytes(Buffer.from(b64, 'latin1'))?.equals(Buffer.from(bytes))).toBe(true)
+          const asBytes = Buffer.from(noise, 'latin1')
+          expect(decodeBase64Bytes(asBytes)?.toString('hex')).toBe(
+            decodeBase64(asBytes.toString('latin1'))?.toString('hex'),
+          )
+        },
+      ),
+      { seed: SEED, numRuns: 2000 },
     )
   })
 

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process'
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -16,6 +17,32 @@ function tempFile(name: string, text: string): string {
   return path
 }
 const configFile = (settings: unknown) => tempFile('config.json', JSON.stringify(settings))
+
+/**
+ * problemsOf, without the privilege to read every file: root reads any file whatever its mode, so as root
+ * (CI) the load runs in a child process that setpriv (util-linux) starts without CAP_DAC_OVERRIDE and
+ * CAP_DAC_READ_SEARCH, for which the mode counts as it does for anyone.
+ */
+function problemsAsUser(options: LoadOptions): readonly string[] {
+  if (process.getuid?.() !== 0) return problemsOf(options)
+  const load = new URL('../../src/config/load.ts', import.meta.url).href
+  const script = `
+    const { loadConfig } = await import(${JSON.stringify(load)})
+    try { loadConfig(${JSON.stringify(options)}); console.log('null') }
+    catch (err) { console.log(JSON.stringify(err.problems ?? String(err))) }`
+  const caps = '-dac_override,-dac_read_search'
+  const run = spawnSync(
+    'setpriv',
+    ['--bounding-set', caps, '--inh-caps', caps, '--', process.execPath, '--input-type=module', '-e', script],
+    { encoding: 'utf8', timeout: 20_000 },
+  )
+  if (run.error)
+    throw new Error(`setpriv is not installed: apt-get install util-linux (${run.error.message})`)
+  expect(run.status, run.stderr).toBe(0)
+  const problems = JSON.parse(run.stdout) as readonly string[] | null
+  expect(problems).not.toBeNull()
+  return problems!
+}
 
 /** Runs loadConfig, expects a ConfigError and returns its problems. */
 function problemsOf(options: LoadOptions): readonly string[] {
@@ -245,10 +272,10 @@ describe('loadConfig', () => {
     ])
   })
 
-  it.skipIf(process.getuid?.() === 0)('says when the config file exists but may not be read', () => {
+  it('says when the config file exists but may not be read', () => {
     const locked = tempFile('locked.json', '{}')
     chmodSync(locked, 0o000)
-    expect(problemsOf({ configFile: locked, env: {} })).toEqual([
+    expect(problemsAsUser({ configFile: locked, env: {} })).toEqual([
       `--config ${locked}: cannot read the file (EACCES)`,
     ])
   })

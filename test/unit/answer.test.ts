@@ -466,24 +466,9 @@ describe('properties (fast-check, fixed seed)', () => {
       ),
       { seed: SEED, numRuns: 200 },
     )
-    fc.assert(
-      fc.property(
-        fc.uint8Array({ minLength: 1, maxLength: 300 }),
-        fc.string({ maxLength: 40 }),
-        (bytes, noise) => {
-          const b64 = Buffer.from(bytes).toString('base64')
-          expect(decodeBase64Bytes(Buffer.from(b64, 'latin1'))?.equals(Buffer.from(bytes))).toBe(true)
-          const asBytes = Buffer.from(noise, 'latin1')
-          expect(decodeBase64Bytes(asBytes)?.toString('hex')).toBe(
-            decodeBase64(asBytes.toString('latin1'))?.toString('hex'),
-          )
-        },
-      ),
-      { seed: SEED, numRuns: 2000 },
-    )
   })
 
-  it('decodes base64 of any bytes, and refuses any text Node would decode to fewer bytes', () => {
+  it('decodes base64 of any bytes, as text or as bytes, and refuses any text Node would decode to fewer bytes', () => {
     fc.assert(
       fc.property(
         fc.uint8Array({ minLength: 1, maxLength: 300 }),
@@ -492,6 +477,12 @@ describe('properties (fast-check, fixed seed)', () => {
           const b64 = Buffer.from(bytes).toString('base64')
           expect(decodeBase64(b64)?.equals(Buffer.from(bytes))).toBe(true)
           expect(decodeBase64(b64.replace(/=+$/, ''))?.equals(Buffer.from(bytes))).toBe(true)
+          // The same text held as bytes decodes, or is refused, alike.
+          expect(decodeBase64Bytes(Buffer.from(b64, 'latin1'))?.equals(Buffer.from(bytes))).toBe(true)
+          const asBytes = Buffer.from(noise, 'latin1')
+          expect(decodeBase64Bytes(asBytes)?.toString('hex')).toBe(
+            decodeBase64(asBytes.toString('latin1'))?.toString('hex'),
+          )
           const decoded = decodeBase64(noise)
           if (decoded !== undefined) {
             expect(noise).toMatch(/^[A-Za-z0-9+/_-]+={0,2}$/)

@@ -1,11 +1,21 @@
 import { once } from 'node:events'
 import { readFile } from 'node:fs/promises'
-import { createServer as createHttpServer, type IncomingMessage } from 'node:http'
+import type { IncomingMessage } from 'node:http'
+import { createRequire } from 'node:module'
 import { createServer as createNetServer, type Server } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { createServer as createTlsServer } from 'node:tls'
 import { createWebSocketStream, WebSocketServer } from 'ws'
 import type { ListeningPorts } from './port.ts'
+
+/**
+ * node:http through require(): an ES import of it reads every export, the lazy WebSocket among them, and
+ * so loads Node's own copy of undici with web streams and web crypto (3 MB of heap, 745 KB of source) that
+ * the daemon never uses, and that every full collection then marks (issue 14).
+ */
+const { createServer: createHttpServer } = createRequire(import.meta.url)(
+  'node:http',
+) as typeof import('node:http')
 
 /*
  * The broker's listeners: plain MQTT (MQTT_PORT), MQTT over TLS (MQTT_TLS_PORT with MQTT_TLS_CERT and

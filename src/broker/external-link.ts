@@ -1,4 +1,4 @@
-import { connect, type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt'
+import type { IClientOptions, IPublishPacket, MqttClient } from 'mqtt'
 import type { Logger } from 'pino'
 
 /*
@@ -68,7 +68,12 @@ export function brokerPort(url: string): number {
   return u.protocol === 'mqtts:' ? 8883 : 1883
 }
 
-export function openLink(options: LinkOptions, events: LinkEvents, log: Logger): Link {
+/**
+ * Opens the link. mqtt.js is loaded here, on the first link, not with the daemon: a bridge with its embedded
+ * broker and no Home Assistant never needs it (2 MB of heap and some 80 modules, issue 14).
+ */
+export async function openLink(options: LinkOptions, events: LinkEvents, log: Logger): Promise<Link> {
+  const { connect } = await import('mqtt')
   const url = new URL(options.url)
   const username = options.username ?? (decodeURIComponent(url.username) || undefined)
   const password = options.password ?? (decodeURIComponent(url.password) || undefined)

@@ -157,7 +157,7 @@ export function createExternalBroker(
   return {
     async open(h) {
       handlers = h
-      const opened = openLink(
+      const opened = await openLink(
         {
           ...options,
           will: { topic: stateTopic, payload: JSON.stringify({ state: 'offline' }) },

@@ -269,7 +269,7 @@ export function createHomeAssistant(
           info(deviceId, `${panel.width}x${panel.height} ${panel.format}`, reported),
         ),
       )
-      link.start({
+      await link.start({
         connected() {
           const commands = options.shareGroup
             ? `$share/${options.shareGroup}/${topics.commandFilter}`

@@ -1,4 +1,4 @@
-import { connect, type MqttClient } from 'mqtt'
+import type { MqttClient } from 'mqtt'
 import type { Logger } from 'pino'
 import { maskUrlPasswords } from '../config/secrets.ts'
 
@@ -22,7 +22,8 @@ export interface HaLinkHandlers {
 }
 
 export interface HaLink {
-  start(handlers: HaLinkHandlers): void
+  /** Connects, and keeps reconnecting; resolves once the first attempt is under way. */
+  start(handlers: HaLinkHandlers): Promise<void>
   /** Publishes when connected (true), drops it otherwise or when the broker could not take it (false). */
   publish(topic: string, payload: string | Buffer, options?: { retain?: boolean }): boolean
   subscribe(filters: string[]): void
@@ -59,7 +60,11 @@ export function createHaLink(options: {
   let outage = false
 
   return {
-    start(handlers) {
+    async start(handlers) {
+      // Loaded with the first link, not with the daemon (external-link.ts says why).
+      const { connect } = await import('mqtt')
+      // Stopped while mqtt.js was loading: nothing to connect.
+      if (stopped) return
       client = connect(options.url, {
         protocolVersion: 5,
         clientId: options.clientId,

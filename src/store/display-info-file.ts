@@ -1,4 +1,4 @@
-import { mkdir, readFile } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { isDeviceId } from '../protocol/device-id.ts'
@@ -45,7 +45,6 @@ export function createDisplayInfoFile(
     wanted = false
     const body = Buffer.from(JSON.stringify({ version: 1, displays: Object.fromEntries(entries()) }))
     try {
-      await mkdir(dataDir, { recursive: true })
       await writeFileAtomic(path, body)
     } catch (err) {
       log.error({ err, file: path }, 'could not keep the displays’ info in DATA_DIR')

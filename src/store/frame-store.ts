@@ -97,12 +97,7 @@ export function createFrameStore(
   /** Writes to a temporary file, fsyncs and renames it over `path`: a crash leaves the old file or the new. */
   async function writeAtomic(path: string, body: Buffer): Promise<void> {
     try {
-      // The directory is made by load(); made again only if someone removed it since.
-      await writeFileAtomic(path, body).catch(async (err: NodeJS.ErrnoException) => {
-        if (err.code !== 'ENOENT') throw err
-        await mkdir(dir, { recursive: true })
-        await writeFileAtomic(path, body)
-      })
+      await writeFileAtomic(path, body)
     } catch (err) {
       const reason = storageReason(err)
       throw new AppError('E_STORAGE', `DATA_DIR cannot be written (${reason}) while keeping ${path}`, {

@@ -140,22 +140,14 @@ export function createIntake(deps: {
       // Past QUEUE_MAX only by the prompts that were being written at the same moment.
       deps.queue.submit(job, { force: true })
     } catch (err) {
-      if (early)
-        recorded.then(
-          () => deps.journal.end(id),
-          () => undefined,
-        )
-      else deps.journal.end(id)
+      recorded.then(
+        () => deps.journal.end(id),
+        () => undefined,
+      )
       throw err
     }
-    if (early) {
-      try {
-        await recorded
-      } catch (err) {
-        deps.queue.withdraw(id)
-        throw err
-      }
-    }
+    // The acknowledgement waits for the disk either way; a job queued early is taken back if it fails.
+    await recorded
     taken.add(deviceId, prompt, job.id)
     log.info({ deviceId, jobId: job.id, prompt: prompt.prompt.slice(0, 200) }, 'prompt queued')
     return job

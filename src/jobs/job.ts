@@ -21,7 +21,8 @@ export interface Job {
   readonly requestId: string | number | undefined
   /**
    * Settles once a durable job is on disk. The queue may start it before (the generator looks at its server
-   * meanwhile, generator/types.ts), but nothing is generated, and no status goes out, until it resolves.
+   * meanwhile, generator/types.ts), but nothing is generated, and no status goes out, until it resolves; if
+   * it rejects, the queue takes the job back without a status.
    */
   recorded?: Promise<void> | undefined
   /** Receives every status change of the job, in order. */
@@ -76,11 +77,6 @@ export interface JobQueue {
   submitAll(jobs: readonly Job[]): void
   /** The device has a job waiting or generating (one a new prompt would supersede). */
   holds(deviceId: string): boolean
-  /**
-   * Takes back a job whose prompt could not be written to disk, without a status: it was never accepted, and
-   * the intake answers for it.
-   */
-  withdraw(jobId: string): void
   /** Cancels a waiting or running job; false when there is nothing left to cancel. */
   cancel(jobId: string, reason: CancelReason): boolean
   /** Cancels the device's waiting and running jobs. Returns how many were cancelled. */

@@ -107,11 +107,6 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
     entry.attempts++
     emit(entry, { state: 'generating', progress: 0 })
     const started = clock.monotonic()
-    // Set before the generator waits on the same promise, so a failed journal write is known here first.
-    let unrecorded = false
-    job.recorded?.catch(() => {
-      unrecorded = true
-    })
     let result: GenerateResult
     try {
       result = await slot.generator.generate(job.payload, {
@@ -121,13 +116,8 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
       })
     } catch (err) {
       generating.delete(entry)
-      if (unrecorded) {
-        // Not the server's failure, and no status: the intake refuses the prompt (E_STORAGE).
-        if (entries.get(job.id) === entry) settle(entry, 'cancelled', undefined, true)
-        release(slot)
-        return
-      }
-      if (!(err instanceof JobCancelled)) measured(slot.generator, started, err)
+      // A cancelled job (or one taken back, its prompt never written) says nothing about the server.
+      if (!(err instanceof JobCancelled) && !controller.signal.aborted) measured(slot.generator, started, err)
       if (!controller.signal.aborted && moveToAnother(entry, slot.generator, err)) {
         entry.state = 'queued'
         line.pushFront(entry)
@@ -223,10 +213,22 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
     }
   }
 
+  /** A job whose prompt could not be written to disk: it was never accepted, so it ends without a status. */
+  function takeBack(entry: Entry): void {
+    if (entries.get(entry.job.id) !== entry) return
+    if (entry.state === 'queued') line.remove(entry)
+    entry.controller.abort(new JobCancelled('requested'))
+    settle(entry, 'cancelled', undefined, true)
+    announcePositions()
+  }
+
   /** Puts a job in line without looking for a server yet. */
   function enqueue(job: Job, force: boolean): void {
     if (stopping || !force) admit(job.deviceId)
     const entry = newEntry(job)
+    // Registered before the generator waits on the same promise, so the job is taken back first: no status
+    // (the intake refuses the prompt with E_STORAGE) and no measure against the server.
+    job.recorded?.catch(() => takeBack(entry))
     const older = line.add(entry)
     if (older) {
       // The newer prompt took the older one's place in line: the device already waited for that turn.
@@ -254,15 +256,6 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
       if (line.hasDevice(deviceId)) return true
       for (const e of generating) if (e.job.deviceId === deviceId) return true
       return false
-    },
-
-    withdraw(jobId) {
-      const entry = entries.get(jobId)
-      if (!entry) return
-      if (entry.state === 'queued') line.remove(entry)
-      entry.controller.abort(new JobCancelled('requested'))
-      settle(entry, 'cancelled', undefined, true)
-      announcePositions()
     },
 
     cancel(jobId, reason) {

@@ -65,7 +65,7 @@ describe('a DATA_DIR that cannot be written', () => {
     // progress) is taken meanwhile (issue 14); the txt2img waits for the disk, and never goes if it fails.
     const fake = await startFakeA1111({ cachedAnswer: true })
     cleanup.push(() => fake.close())
-    const { device, unlock } = await lockedBridge({ A1111_BASE_URL: fake.url }, 'cellar')
+    const { b, device, unlock } = await lockedBridge({ A1111_BASE_URL: fake.url, HTTP_PORT: 0 }, 'cellar')
     const txt2img = () => fake.requests.filter((r) => r.path === '/sdapi/v1/txt2img').length
 
     await device.prompt({ prompt: 'never written', request_id: 'lost' })
@@ -79,7 +79,10 @@ describe('a DATA_DIR that cannot be written', () => {
     expect(fake.requests.filter((r) => r.path === '/sdapi/v1/txt2img')[0]!.body).toMatchObject({
       prompt: 'written now',
     })
-    // The withdrawn job never asked A1111 to stop anything.
+    // The job taken back never asked A1111 to stop anything, nor counts as a failed generation there.
     expect(fake.interrupts).toBe(0)
+    const metrics = (await httpCall(b.httpPort!, '/metrics')).text()
+    expect(metrics).toMatch(/pab_generation_seconds_count\{[^}]*result="ok"[^}]*\} 1/)
+    expect(metrics).not.toMatch(/pab_generation_seconds_count\{[^}]*result="error"/)
   })
 })

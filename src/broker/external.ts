@@ -176,6 +176,11 @@ export function createExternalBroker(
         },
         log,
       )
+      // close() came while mqtt.js was loading (openLink): it found no link to close, so this one goes now.
+      if (closing) {
+        await opened.close()
+        return
+      }
       link = opened
       await opened.firstAttempt
     },

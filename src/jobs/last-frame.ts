@@ -93,7 +93,7 @@ export function createLastFrame(deps: {
     const { width, height, format } = panel
     const frame: StoredFrame = { ...meta, frameId, width, height, format, look: panelLook(made), pixels }
     frame.finishedAt = deps.clock.now().toISOString()
-    await deps.store.save(frame)
+    await deps.store.save(frame, source)
     put(deviceId, frameId, JSON.stringify(panel), chunks)
     deps.log.info({ deviceId, frameId, width, height, format }, 'last picture rendered for the new panel')
     return { frameId, chunks }

@@ -6,7 +6,8 @@ import { isDeviceId } from '../protocol/device-id.ts'
 
 /*
  * The file that keeps one device's last frame (frame-store.ts): `PFS1`, the header's length (4 bytes, big
- * endian), a JSON header, then the packed pixels. A file is input like any other (issue 13): a header that does
+ * endian), a JSON header, the packed pixels, then the picture the frame was made from when the header's
+ * `sourceBytes` says so (frames written before it was kept there have it in a `.source` file beside). A file is input like any other (issue 13): a header that does
  * not describe its pixels (a width of 115200) is refused as it is read, and a frame is checked the same way
  * before it is written, so the store never writes what it would refuse.
  */
@@ -15,6 +16,8 @@ const MAGIC = Buffer.from('PFS1')
 /** The same bounds as TARGET_WIDTH and TARGET_HEIGHT. */
 const MAX_SIDE = 2048
 const MAX_HEADER_BYTES = 64 * 1024
+/** A source picture larger than this is not kept (A1111's 512x512 PNGs are about 0.5 MB; hires fix a few MB). */
+export const MAX_SOURCE_BYTES = 32 * 1024 * 1024
 
 const side = z.number().int().min(1).max(MAX_SIDE)
 const metaSchema = z.object({
@@ -35,6 +38,8 @@ const metaSchema = z.object({
   /** The prompt's own fit and dither, kept for a render anew of the same picture. */
   fit: z.enum(['cover', 'contain', 'fill']).optional(),
   dither: z.enum(['floyd-steinberg', 'atkinson', 'ordered', 'none']).optional(),
+  /** Bytes of the source picture after the pixels; none in files from before it was kept there. */
+  sourceBytes: z.number().int().min(1).max(MAX_SOURCE_BYTES).optional(),
 })
 
 export type FrameMeta = z.infer<typeof metaSchema>
@@ -49,14 +54,15 @@ function pixelBytes(meta: Pick<FrameMeta, 'format' | 'width' | 'height'>): numbe
 }
 
 /**
- * Reads and checks a frame file's header; the file's size must be exactly header plus pixels.
+ * Reads and checks a frame file's header; the file's size must be exactly header, pixels and source.
+ * `offset` is where the pixels begin, `sourceOffset` where the source does (when the header has one).
  *
  * @throws Error that says what is wrong with the file.
  */
 export async function readFrameHeader(
   handle: FileHandle,
   deviceId: string,
-): Promise<{ meta: FrameMeta; offset: number }> {
+): Promise<{ meta: FrameMeta; offset: number; sourceOffset: number }> {
   const { size } = await handle.stat()
   const head = Buffer.alloc(8)
   if (size < 8 || (await handle.read(head, 0, 8, 0)).bytesRead < 8 || !head.subarray(0, 4).equals(MAGIC))
@@ -78,9 +84,13 @@ export async function readFrameHeader(
   }
   const meta = parsed.data
   if (meta.deviceId !== deviceId) throw new Error('header names another device')
-  if (size !== 8 + metaLength + pixelBytes(meta))
-    throw new Error(`${size - 8 - metaLength} bytes of pixels where the header says ${pixelBytes(meta)}`)
-  return { meta, offset: 8 + metaLength }
+  const expected = pixelBytes(meta) + (meta.sourceBytes ?? 0)
+  if (size !== 8 + metaLength + expected)
+    throw new Error(
+      `${size - 8 - metaLength} bytes after the header where it says ${pixelBytes(meta)} of pixels` +
+        (meta.sourceBytes === undefined ? '' : ` and ${meta.sourceBytes} of source picture`),
+    )
+  return { meta, offset: 8 + metaLength, sourceOffset: 8 + metaLength + pixelBytes(meta) }
 }
 
 /**
@@ -93,18 +103,27 @@ export async function readFrameFile(handle: FileHandle, deviceId: string): Promi
   const pixels = Buffer.alloc(pixelBytes(meta))
   const { bytesRead } = await handle.read(pixels, 0, pixels.length, offset)
   if (bytesRead !== pixels.length) throw new Error('truncated pixels')
-  return { ...meta, pixels }
+  // The source after the pixels is read on its own (readFrameSource), and its length is the file's affair.
+  const { sourceBytes: _inFile, ...rest } = meta
+  return { ...rest, pixels }
 }
 
 /**
- * A frame as the bytes of its file, checked as it would be when read: above all, the device id becomes a file
- * name, so it must be a device id and nothing else.
+ * A frame, and the picture it was made from when there is one, as the parts of its file (written one after
+ * the other), checked as they would be when read: above all, the device id becomes a file name, so it must be
+ * a device id and nothing else. `sourceOffset` is where the source begins in the file.
  *
- * @throws ZodError for a header field that is not valid, RangeError when the pixels do not fit the header.
+ * @throws ZodError for a header field that is not valid, RangeError when the pixels do not fit the header or
+ *   the source is empty or larger than MAX_SOURCE_BYTES.
  */
-export function encodeFrameFile(frame: StoredFrame): { meta: FrameMeta; body: Buffer } {
-  const { pixels, ...rest } = frame
-  const meta = metaSchema.parse(rest)
+export function encodeFrameFile(
+  frame: StoredFrame,
+  source?: Buffer,
+): { meta: FrameMeta; parts: Buffer[]; sourceOffset: number; bytes: number } {
+  const { pixels, sourceBytes: _ignored, ...rest } = frame
+  if (source !== undefined && (source.length === 0 || source.length > MAX_SOURCE_BYTES))
+    throw new RangeError(`a source picture of ${source.length} bytes is not kept`)
+  const meta = metaSchema.parse(source === undefined ? rest : { ...rest, sourceBytes: source.length })
   if (pixels.length !== pixelBytes(meta))
     throw new RangeError(
       `${pixels.length} bytes of pixels for a ${meta.width}x${meta.height} ${meta.format} frame`,
@@ -112,5 +131,22 @@ export function encodeFrameFile(frame: StoredFrame): { meta: FrameMeta; body: Bu
   const header = Buffer.from(JSON.stringify(meta), 'utf8')
   const length = Buffer.alloc(4)
   length.writeUInt32BE(header.length)
-  return { meta, body: Buffer.concat([MAGIC, length, header, pixels]) }
+  const parts = [MAGIC, length, header, pixels]
+  const sourceOffset = 8 + header.length + pixels.length
+  if (source !== undefined) parts.push(source)
+  return { meta, parts, sourceOffset, bytes: sourceOffset + (source?.length ?? 0) }
+}
+
+/**
+ * Reads the source picture kept in a frame file.
+ *
+ * @throws Error that says what is wrong with the file.
+ */
+export async function readFrameSource(handle: FileHandle, deviceId: string): Promise<Buffer | undefined> {
+  const { meta, sourceOffset } = await readFrameHeader(handle, deviceId)
+  if (meta.sourceBytes === undefined) return undefined
+  const source = Buffer.alloc(meta.sourceBytes)
+  const { bytesRead } = await handle.read(source, 0, source.length, sourceOffset)
+  if (bytesRead !== source.length) throw new Error('truncated source picture')
+  return source
 }

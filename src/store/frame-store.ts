@@ -7,13 +7,16 @@ import { writeFileAtomic } from './atomic-file.ts'
 import {
   encodeFrameFile,
   type FrameMeta,
+  MAX_SOURCE_BYTES,
   readFrameFile,
   readFrameHeader,
+  readFrameSource,
   type StoredFrame,
 } from './frame-file.ts'
 import { storageReason } from './job-journal.ts'
 
 export type { FrameMeta, StoredFrame } from './frame-file.ts'
+export { MAX_SOURCE_BYTES } from './frame-file.ts'
 
 /*
  * The last finished frame of each device, kept in DATA_DIR/frames so that a display that reboots, or a
@@ -23,13 +26,14 @@ export type { FrameMeta, StoredFrame } from './frame-file.ts'
  *
  * Any device id can leave a file here, so the store is bounded (issue 13): a display whose frame was neither
  * made nor sent for FRAME_KEEP_DAYS is forgotten, and past FRAME_STORE_MAX_BYTES the least recently used go
- * first. Beside each frame the store keeps the picture it was made from (`<id>.source`, the PNG A1111 sent),
- * so a display whose panel changes gets it rendered anew (issue 15); it counts in the bytes and goes with it.
+ * first. With each frame the store keeps the picture it was made from (the PNG A1111 sent), so a display whose
+ * panel changes gets it rendered anew (issue 15); it counts in the bytes and goes with it. It is in the frame's
+ * own file, after the pixels: one write and one fsync a frame, and a crash never parts a frame from its
+ * picture. Frames kept before that have it in `<id>.source` beside, which is read as before and replaced by
+ * the next frame.
  */
 
 const DAY_MS = 24 * 3600 * 1000
-/** A source picture larger than this is not kept (A1111's 512x512 PNGs are about 0.5 MB; hires fix a few MB). */
-export const MAX_SOURCE_BYTES = 32 * 1024 * 1024
 
 export interface FrameStoreLimits {
   /** Days a display's frame is kept after it was last made or sent (FRAME_KEEP_DAYS). */
@@ -70,6 +74,7 @@ export interface FrameStore {
 
 interface Kept {
   meta: FrameMeta
+  /** Bytes of its file, and of a `.source` file beside it (kept before sources went into the frame's file). */
   bytes: number
   /** When the frame was last made or sent (ms since the epoch), for keepDays and least recently used. */
   usedAt: number
@@ -91,11 +96,14 @@ export function createFrameStore(
   let totalBytes = 0
   const fileOf = (deviceId: string) => join(dir, `${deviceId}.frame`)
   const sourceOf = (deviceId: string) => join(dir, `${deviceId}.source`)
-  /** Bytes of each kept source file, included in its frame's Kept.bytes. */
-  const sourceBytes = new Map<string, number>()
+  /**
+   * Where each kept source picture is: in the frame's file (`inFrame`) or in a `.source` file beside it,
+   * which frames kept before sources went into the frame's file have. Its bytes are in its frame's Kept.bytes.
+   */
+  const sources = new Map<string, { bytes: number; inFrame: boolean }>()
 
   /** Writes to a temporary file, fsyncs and renames it over `path`: a crash leaves the old file or the new. */
-  async function writeAtomic(path: string, body: Buffer): Promise<void> {
+  async function writeAtomic(path: string, body: readonly Buffer[]): Promise<void> {
     try {
       await writeFileAtomic(path, body)
     } catch (err) {
@@ -139,7 +147,7 @@ export function createFrameStore(
     const had = kept.has(deviceId)
     drop(deviceId)
     lastIds.delete(deviceId)
-    sourceBytes.delete(deviceId)
+    sources.delete(deviceId)
     if (!isDeviceId(deviceId)) return had
     await rm(fileOf(deviceId), { force: true })
     await rm(sourceOf(deviceId), { force: true })
@@ -161,8 +169,8 @@ export function createFrameStore(
   return {
     async load() {
       await mkdir(dir, { recursive: true })
-      const found: [string, Kept][] = []
-      const sources = new Map<string, number>()
+      const found: [string, Kept & { sourceBytes: number | undefined }][] = []
+      const beside = new Map<string, number>()
       for (const name of await readdir(dir)) {
         const file = join(dir, name)
         if (name.endsWith('.tmp')) {
@@ -174,7 +182,7 @@ export function createFrameStore(
             (st) => st.size,
             () => undefined,
           )
-          if (size !== undefined) sources.set(name.slice(0, -'.source'.length), size)
+          if (size !== undefined) beside.set(name.slice(0, -'.source'.length), size)
           continue
         }
         if (!name.endsWith('.frame')) continue
@@ -183,9 +191,9 @@ export function createFrameStore(
           if (!isDeviceId(deviceId)) throw new Error('file name is not a device id')
           const handle = await open(file, 'r')
           try {
-            const { meta } = await readFrameHeader(handle, deviceId)
+            const { sourceBytes, ...meta } = (await readFrameHeader(handle, deviceId)).meta
             const { size, mtimeMs } = await handle.stat()
-            found.push([deviceId, { meta, bytes: size, usedAt: mtimeMs }])
+            found.push([deviceId, { meta, bytes: size, usedAt: mtimeMs, sourceBytes }])
           } finally {
             await handle.close()
           }
@@ -194,15 +202,18 @@ export function createFrameStore(
         }
       }
       found.sort((a, b) => a[1].usedAt - b[1].usedAt)
-      for (const [deviceId, entry] of found) {
-        const size = sources.get(deviceId)
-        sources.delete(deviceId)
-        if (size !== undefined) sourceBytes.set(deviceId, size)
+      for (const [deviceId, { sourceBytes, ...entry }] of found) {
+        // A frame with its source in its own file has no use for one beside it (a crash came between the
+        // two), which is removed with the orphans below.
+        const size = sourceBytes === undefined ? beside.get(deviceId) : undefined
+        if (size !== undefined) beside.delete(deviceId)
+        if (sourceBytes !== undefined) sources.set(deviceId, { bytes: sourceBytes, inFrame: true })
+        else if (size !== undefined) sources.set(deviceId, { bytes: size, inFrame: false })
         keep(deviceId, { ...entry, bytes: entry.bytes + (size ?? 0) })
         lastIds.set(deviceId, entry.meta.frameId)
       }
       // A source whose frame is gone (or was refused) would never be used or counted.
-      for (const deviceId of sources.keys())
+      for (const deviceId of beside.keys())
         if (isDeviceId(deviceId)) await rm(sourceOf(deviceId), { force: true })
     },
 
@@ -227,22 +238,30 @@ export function createFrameStore(
       }
     },
 
-    async save(frame, source) {
+    async save(frame, given) {
+      const id = frame.deviceId
+      // A frame saved without its picture (a render anew for another panel) keeps the one it has.
+      let source = given ?? (kept.has(id) ? await this.readSource(id) : undefined)
+      if (source !== undefined && (source.length === 0 || source.length > MAX_SOURCE_BYTES))
+        source = undefined
       // Checked as it would be when read, so the store never writes what it would refuse.
-      const { meta, body } = encodeFrameFile(frame)
-      const id = meta.deviceId
-      if (source !== undefined && source.length <= MAX_SOURCE_BYTES) {
-        // The source first: a crash between the two leaves the old frame beside the picture of the new one,
-        // which a change of panel renders; never a frame without the picture it came from.
-        await writeAtomic(sourceOf(id), source)
-        sourceBytes.set(id, source.length)
-      } else if (source !== undefined) {
-        await rm(sourceOf(id), { force: true })
-        sourceBytes.delete(id)
-      }
-      await writeAtomic(fileOf(id), body)
-      keep(id, { meta, bytes: body.length + (sourceBytes.get(id) ?? 0), usedAt: 0 })
-      await used(meta.deviceId)
+      const file = encodeFrameFile(frame, source)
+      const { sourceBytes: _inFile, ...meta } = file.meta
+      await writeAtomic(fileOf(id), file.parts)
+      const before = sources.get(id)
+      if (source !== undefined) sources.set(id, { bytes: source.length, inFrame: true })
+      else sources.delete(id)
+      // A picture beside the frame, kept before sources went into its file, is replaced by this one; the
+      // frame is on disk first, so a crash between the two leaves it beside a frame that needs it no more.
+      if (before !== undefined && !before.inFrame) await rm(sourceOf(id), { force: true })
+      // Written just now, the file's time is the time of use; it is set only when the store's clock is not the
+      // system's (deps.now), which a utimes after every frame would cost everyone else.
+      const at = now()
+      keep(id, { meta, bytes: file.bytes, usedAt: at.getTime() })
+      if (Math.abs(at.getTime() - Date.now()) >= 3_600_000)
+        await utimes(fileOf(id), at, at).catch((err: unknown) =>
+          deps.log.debug({ err, deviceId: id }, 'frame file time not updated'),
+        )
       const gone = await trim(meta.deviceId)
       if (gone.length > 0)
         deps.log.info(
@@ -252,9 +271,16 @@ export function createFrameStore(
     },
 
     async readSource(deviceId) {
-      if (!kept.has(deviceId) || !sourceBytes.has(deviceId) || !isDeviceId(deviceId)) return undefined
+      const where = sources.get(deviceId)
+      if (!kept.has(deviceId) || where === undefined || !isDeviceId(deviceId)) return undefined
       try {
-        return await readFile(sourceOf(deviceId))
+        if (!where.inFrame) return await readFile(sourceOf(deviceId))
+        const handle = await open(fileOf(deviceId), 'r')
+        try {
+          return await readFrameSource(handle, deviceId)
+        } finally {
+          await handle.close()
+        }
       } catch (err) {
         deps.log.warn({ err, deviceId }, 'stored source picture unreadable')
         return undefined

@@ -21,6 +21,19 @@ describe('writeFileAtomic', () => {
     expect(readdirSync(join(root, 'made', 'on'))).toEqual(['demand.json'])
   })
 
+  it('writes several buffers as one file, empty ones and large ones among them', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'atomic-file-'))
+    dirs.push(root)
+    const path = join(root, 'parts.bin')
+    // Larger than one write of writeFile (512 KiB), so the file is whole only if every part went out.
+    const big = Buffer.alloc(700 * 1024, 0x41)
+    const parts = [Buffer.from('PFS1'), Buffer.alloc(0), big, Buffer.from([1, 2, 3])]
+    await writeFileAtomic(path, parts)
+    expect(readFileSync(path).equals(Buffer.concat(parts))).toBe(true)
+    await writeFileAtomic(path, [])
+    expect(readFileSync(path).length).toBe(0)
+  })
+
   it('fails, without a temporary file, where the directory cannot be made', async () => {
     const root = mkdtempSync(join(tmpdir(), 'atomic-file-'))
     dirs.push(root)

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pino from 'pino'
@@ -137,6 +137,77 @@ describe('the frame store', () => {
     expect(readdirSync(join(dir, 'frames'))).toEqual([])
   })
 
+  it("keeps the source picture in the frame's own file: one file a frame, and read back after a restart", async () => {
+    const dir = tempDir()
+    const store = createFrameStore(dir, capture())
+    await store.load()
+    const source = Buffer.alloc(3000, 0x89)
+    await store.save(frame('kitchen'), source)
+    expect(readdirSync(join(dir, 'frames'))).toEqual(['kitchen.frame'])
+    const size = statSync(join(dir, 'frames', 'kitchen.frame')).size
+    expect(store.bytes()).toBe(size)
+    const again = createFrameStore(dir, capture())
+    await again.load()
+    expect(await again.readSource('kitchen')).toEqual(source)
+    // The pixels are read as they were, the source after them left out, and the header keeps no trace of it.
+    expect(await again.read('kitchen')).toEqual(frame('kitchen'))
+    expect(again.meta('kitchen')).not.toHaveProperty('sourceBytes')
+    expect(again.bytes()).toBe(size)
+    // A frame saved without a picture of its own, when none was kept, has none.
+    await again.save(frame('hall'))
+    expect(await again.readSource('hall')).toBeUndefined()
+  })
+
+  it("reads a source kept beside its frame by an older bridge, and moves it into the next frame's file", async () => {
+    const dir = tempDir()
+    const meta = { ...frame('kitchen'), pixels: undefined }
+    craft(dir, 'kitchen.frame', meta, 8 * 8 * 2)
+    const source = Buffer.from('a png kept the old way')
+    writeFileSync(join(dir, 'frames', 'kitchen.source'), source)
+    const store = createFrameStore(dir, capture())
+    await store.load()
+    expect(await store.readSource('kitchen')).toEqual(source)
+    const frameFile = join(dir, 'frames', 'kitchen.frame')
+    expect(store.bytes()).toBe(statSync(frameFile).size + source.length)
+    // A render anew for another panel saves the frame alone: its picture goes along, into the frame's file.
+    await store.save(frame('kitchen', { frameId: 2 }))
+    expect(readdirSync(join(dir, 'frames'))).toEqual(['kitchen.frame'])
+    expect(await store.readSource('kitchen')).toEqual(source)
+    expect(store.bytes()).toBe(statSync(frameFile).size)
+    const again = createFrameStore(dir, capture())
+    await again.load()
+    expect(await again.readSource('kitchen')).toEqual(source)
+  })
+
+  it('drops a source file left beside a frame that has its own (a crash between the two)', async () => {
+    const dir = tempDir()
+    const store = createFrameStore(dir, capture())
+    await store.load()
+    await store.save(frame('kitchen'), Buffer.from('the new picture'))
+    writeFileSync(join(dir, 'frames', 'kitchen.source'), 'the picture before')
+    const again = createFrameStore(dir, capture())
+    await again.load()
+    expect(readdirSync(join(dir, 'frames'))).toEqual(['kitchen.frame'])
+    expect(await again.readSource('kitchen')).toEqual(Buffer.from('the new picture'))
+    expect(again.bytes()).toBe(statSync(join(dir, 'frames', 'kitchen.frame')).size)
+  })
+
+  it('refuses a frame file whose source is cut short or longer than its header says', async () => {
+    const dir = tempDir()
+    const meta = { ...frame('x'), pixels: undefined }
+    craft(dir, 'short.frame', { ...meta, deviceId: 'short', sourceBytes: 100 }, 8 * 8 * 2 + 99)
+    craft(dir, 'long.frame', { ...meta, deviceId: 'long', sourceBytes: 100 }, 8 * 8 * 2 + 101)
+    craft(dir, 'empty.frame', { ...meta, deviceId: 'empty', sourceBytes: 0 }, 8 * 8 * 2)
+    craft(dir, 'ok.frame', { ...meta, deviceId: 'ok', sourceBytes: 100 }, 8 * 8 * 2 + 100)
+    const { log, lines } = capture()
+    const store = createFrameStore(dir, { log })
+    await store.load()
+    expect(store.all().map((m) => m.deviceId)).toEqual(['ok'])
+    expect(await store.readSource('ok')).toEqual(Buffer.alloc(100))
+    const warned = lines.filter((l) => l.msg === 'stored frame unreadable; ignoring it').map((l) => l.file)
+    expect(warned.sort()).toEqual(['empty', 'long', 'short'].map((n) => join(dir, 'frames', `${n}.frame`)))
+  })
+
   it('forgets a display: its file, its frame and its frame ids', async () => {
     const dir = tempDir()
     const store = createFrameStore(dir, capture())
@@ -156,7 +227,8 @@ describe('the frame store', () => {
     await store.load()
     rmSync(join(dir, 'frames'), { recursive: true, force: true })
     await store.save(frame('phoenix'), Buffer.from('a picture'))
-    expect(readdirSync(join(dir, 'frames')).sort()).toEqual(['phoenix.frame', 'phoenix.source'])
+    expect(readdirSync(join(dir, 'frames'))).toEqual(['phoenix.frame'])
+    expect(await store.readSource('phoenix')).toEqual(Buffer.from('a picture'))
     expect((await store.read('phoenix'))?.frameId).toBe(frame('phoenix').frameId)
   })
 

@@ -28,6 +28,8 @@ export interface OwnJobTracker {
   observe(snapshot: ProgressSnapshot): void
   /** No other job is ahead of ours: what A1111 runs from now on, and what it reports, is ours. */
   readonly started: boolean
+  /** Asks A1111 about our own task, where it can say (createTaskTracker); never rejects. */
+  check?(signal: AbortSignal): Promise<void>
 }
 
 /**
@@ -44,6 +46,76 @@ export function createOwnJobTracker(before: ProgressSnapshot | undefined): OwnJo
       // over: a new job, which can only be ours since A1111 keeps arrival order.
       if (!s.active || s.timestamp !== before?.timestamp || s.progress < lastProgress) started = true
       lastProgress = s.progress
+    },
+    get started() {
+      return started
+    },
+  }
+}
+
+/**
+ * What A1111 in UI mode says of one task at `POST /internal/progress` (`modules/progress.py`): running,
+ * waiting in the queue, or done. A request sent with `force_task_id` is that task, so the answer is exact
+ * where a snapshot of the one global job can only be read against what ran before.
+ */
+export interface TaskAnswer {
+  active: boolean
+  queued: boolean
+  completed: boolean
+}
+
+/** Reads an /internal/progress answer; undefined if it is not one. */
+export function parseTaskAnswer(text: string): TaskAnswer | undefined {
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch {
+    return undefined
+  }
+  if (typeof json !== 'object' || json === null) return undefined
+  const { active, queued, completed } = json as Record<string, unknown>
+  if (typeof active !== 'boolean' || typeof queued !== 'boolean' || typeof completed !== 'boolean')
+    return undefined
+  return { active, queued, completed }
+}
+
+/**
+ * One look at our task: its answer, `gone` when the server will not say (no /internal/progress, or a login in
+ * front of it), undefined on a failure that may pass.
+ */
+export type AskTask = (signal: AbortSignal) => Promise<TaskAnswer | 'gone' | undefined>
+
+/**
+ * Follows our own task by its id, with no snapshot before the request: the job is ours once A1111 says the
+ * task is running or done. A server that has lost /internal/progress (restarted with `--nowebui`), or that
+ * twice does not know the task (a version that ignores `force_task_id`), can say no more: the job is then
+ * taken to be ours, as on a server with no progress at all, and `onLost` says why, so the next jobs go back
+ * to the snapshot.
+ */
+export function createTaskTracker(ask: AskTask, onLost: (why: string) => void): OwnJobTracker {
+  let started = false
+  let unknown = 0
+  let checking: Promise<void> | undefined
+  async function look(signal: AbortSignal): Promise<void> {
+    const answer = await ask(signal)
+    if (started || answer === undefined) return
+    if (answer === 'gone') {
+      started = true
+      onLost('it does not answer /internal/progress')
+    } else if (answer.active || answer.completed) started = true
+    else if (!answer.queued && ++unknown >= 2) {
+      started = true
+      onLost('it does not know the task it was sent')
+    }
+  }
+  return {
+    observe() {},
+    check(signal) {
+      if (started) return Promise.resolve()
+      checking ??= look(signal).finally(() => {
+        checking = undefined
+      })
+      return checking
     },
     get started() {
       return started

@@ -105,6 +105,8 @@ export function startProgressPolling(options: PollOptions): ProgressPolling {
   async function poll(): Promise<void> {
     let update: GenerateProgress | undefined
     try {
+      // Where A1111 can say which job is ours, it is asked until it has said so.
+      if (!options.own.started) await options.own.check?.(stopping.signal)
       const answer = await options.fetch(stopping.signal)
       lastAnswerAt = options.monotonic()
       if (answer.status === 404) {

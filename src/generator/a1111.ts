@@ -1,10 +1,17 @@
+import { randomUUID } from 'node:crypto'
 import type { Logger } from 'pino'
 import { Pool } from 'undici'
 import { type Clock, systemClock } from '../clock.ts'
 import { AppError } from '../errors.ts'
 import { type A1111Answer as Answer, answerOf, notA1111, statusError, toA1111Error } from './a1111-errors.ts'
 import { seedFromInfo } from './a1111-info.ts'
-import { createOwnJobTracker, type ProgressSnapshot } from './a1111-own-job.ts'
+import {
+  type AskTask,
+  createOwnJobTracker,
+  createTaskTracker,
+  type ProgressSnapshot,
+  parseTaskAnswer,
+} from './a1111-own-job.ts'
 import { parseProgressAnswer, startProgressPolling } from './a1111-progress.ts'
 import { type AnswerReader, createAnswerReader } from './answer.ts'
 import {
@@ -44,6 +51,8 @@ const TXT2IMG = '/sdapi/v1/txt2img'
 const PROGRESS = '/sdapi/v1/progress?skip_current_image=false'
 /** The own-job snapshot needs only the state: without the preview, A1111 does not decode and encode one. */
 const PROGRESS_STATE = '/sdapi/v1/progress?skip_current_image=true'
+/** One task's state, by its id (`force_task_id`): A1111 in UI mode only (research §2). */
+const TASK_PROGRESS = '/internal/progress'
 const INTERRUPT = '/sdapi/v1/interrupt'
 const OPTIONS = '/sdapi/v1/options'
 /** Side requests (interrupt, progress) must never hold up a job for long. */
@@ -75,6 +84,12 @@ export function createA1111Generator(
   const pool = new Pool(url.origin, { connections: 8, headersTimeout: 0, bodyTimeout: 0 })
   const reader = deps.answers ?? createAnswerReader()
   const clock = deps.clock ?? systemClock
+  /**
+   * Whether this server follows tasks by their id (A1111 in UI mode: `force_task_id` and /internal/progress):
+   * undefined until a finished job has shown it. Then a job needs no snapshot before it is sent; without,
+   * it gets one, as A1111 with `--nowebui` and other servers do.
+   */
+  let followsTasks: boolean | undefined
 
   /**
    * One HTTP exchange; the body is read with a cap so a rogue server cannot exhaust memory, and kept as the
@@ -122,22 +137,73 @@ export function createA1111Generator(
     }
   }
 
+  /** What /internal/progress says of one task; never rejects. */
+  function askTask(taskId: string): AskTask {
+    return async (signal) => {
+      try {
+        const body = JSON.stringify({ id_task: taskId, id_live_preview: -1, live_preview: false })
+        const answer = await call(
+          'POST',
+          TASK_PROGRESS,
+          body,
+          AbortSignal.any([signal, AbortSignal.timeout(SIDE_TIMEOUT_MS)]),
+        )
+        // 404 without the web UI; 401 or 403 where the UI has a login of its own: either way it cannot say.
+        if (answer.status >= 400 && answer.status < 500) return 'gone'
+        return answer.status === 200 ? parseTaskAnswer(answer.text) : undefined
+      } catch {
+        return undefined
+      }
+    }
+  }
+
+  /** After a job that went well, once: does the server know it by its id? Never rejects. */
+  async function learnTasks(taskId: string): Promise<void> {
+    const answer = await askTask(taskId)(AbortSignal.timeout(SIDE_TIMEOUT_MS))
+    if (answer === undefined || followsTasks !== undefined) return
+    followsTasks = answer !== 'gone' && answer.completed
+    log.debug({ followsTasks }, 'whether A1111 follows jobs by their task id')
+  }
+
   async function generate(payload: Txt2ImgPayload, hooks: GenerateHooks): Promise<GenerateResult> {
     hooks.signal.throwIfAborted()
     const started = clock.monotonic()
     const http = new AbortController()
     // Interrupt only our own job: /sdapi/v1/interrupt stops whatever A1111 runs, which may be a job
-    // someone started in the web UI while ours waits behind it (see a1111-own-job.ts).
-    // The snapshot is only a look, so it is taken while the prompt's journal write is still on its way to
-    // disk; the job itself goes out once that is done (1 ms sooner, issue 14).
-    const [before] = await Promise.all([snapshot(), hooks.recorded])
-    const own = createOwnJobTracker(before.snapshot ?? undefined)
+    // someone started in the web UI while ours waits behind it (see a1111-own-job.ts). Every job carries a
+    // task id; where the server follows tasks by id, A1111 itself says when ours runs. Elsewhere a snapshot
+    // of what runs is taken first, while the prompt's journal write is still on its way to disk; the job
+    // itself goes out once that is done (issue 14).
+    const taskId = `task(bridge-${randomUUID()})`
+    const byTask = followsTasks === true
+    const [before] = await Promise.all([
+      byTask ? { snapshot: undefined, answeredAt: started } : snapshot(),
+      hooks.recorded,
+    ])
+    const own = byTask
+      ? createTaskTracker(askTask(taskId), (why) => {
+          followsTasks = undefined
+          log.info({ why }, 'A1111 no longer follows jobs by task id; the next ones look at it first')
+        })
+      : createOwnJobTracker(before.snapshot ?? undefined)
     hooks.signal.throwIfAborted()
     let interrupting: Promise<void> | undefined
+    /** A look at our task before an interrupt (followed by its id), which then sends it if ours runs. */
+    let asking: Promise<void> | undefined
     let pendingInterrupt: string | undefined
+    const interruptPending = () => {
+      if (pendingInterrupt !== undefined && own.started) {
+        interrupting ??= interruptUpstream(pendingInterrupt)
+        pendingInterrupt = undefined
+      }
+    }
     const interruptOurs = (why: string) => {
       if (own.started) interrupting ??= interruptUpstream(why)
-      else {
+      else if (own.check !== undefined) {
+        // Followed by its id: ask now whether ours runs, rather than at the next poll.
+        pendingInterrupt = why
+        asking ??= own.check(AbortSignal.timeout(SIDE_TIMEOUT_MS)).then(interruptPending)
+      } else {
         pendingInterrupt = why
         log.info({ why }, 'A1111 is busy with another job; ours is interrupted if it starts in time')
       }
@@ -175,16 +241,18 @@ export function createA1111Generator(
             monotonic: clock.monotonic,
             log,
             onProgress(update) {
-              if (pendingInterrupt !== undefined && own.started) {
-                interrupting ??= interruptUpstream(pendingInterrupt)
-                pendingInterrupt = undefined
-              }
+              interruptPending()
               if (update && own.started) hooks.onProgress?.(update)
             },
             onHung: (silentMs) => giveUp(hungError(silentMs), 'hung'),
           })
     try {
-      const answer = await call('POST', TXT2IMG, JSON.stringify(payload), http.signal)
+      const answer = await call(
+        'POST',
+        TXT2IMG,
+        JSON.stringify({ ...payload, force_task_id: taskId }),
+        http.signal,
+      )
       // answer.bytes, not answer.text.length: the text of a 660 KB answer is built where it is asked for, and
       // the log's arguments are evaluated at every level (1-2 ms and 1.3 MB of garbage a frame, issue 14).
       log.debug(
@@ -192,10 +260,15 @@ export function createA1111Generator(
         'txt2img answered',
       )
       if (hooks.signal.aborted) throw hooks.signal.reason
-      return await readResult(answer, payload[KEEP_UPSTREAM_IMAGES] === true)
+      const result = await readResult(answer, payload[KEEP_UPSTREAM_IMAGES] === true)
+      if (followsTasks === undefined) void learnTasks(taskId)
+      return result
     } catch (err) {
       // A hung server may never answer the interrupt either: do not wait for it.
-      if (failure?.code !== 'E_A1111_HUNG') await interrupting
+      if (failure?.code !== 'E_A1111_HUNG') {
+        await asking
+        await interrupting
+      }
       if (hooks.signal.aborted) throw hooks.signal.reason
       if (failure) throw failure
       throw toA1111Error(err, TXT2IMG)

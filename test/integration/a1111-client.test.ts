@@ -8,6 +8,9 @@ import { type GenerateProgress, type Generator, KEEP_UPSTREAM_IMAGES } from '../
 import { type FakeA1111, type FakeA1111Options, startFakeA1111 } from '../support/fake-a1111.ts'
 import type { StateDict } from '../support/fake-a1111-state.ts'
 
+/** The task id the bridge gives each job it sends to A1111 (`force_task_id`), to tell its own jobs apart. */
+const BRIDGE_TASK = expect.stringMatching(/^task\(bridge-[0-9a-f-]{36}\)$/)
+
 const log = pino({ level: 'silent' })
 const PAYLOAD = { prompt: 'a red fox', steps: 4, width: 96, height: 64, seed: 1234 }
 const open: Array<FakeA1111 | Generator> = []
@@ -56,7 +59,7 @@ describe('A1111 client against the fake A1111', () => {
     const [call] = txt2imgCalls(server)
     expect(call?.method).toBe('POST')
     // The symbol asking for the pictures back is not sent.
-    expect(call?.body).toEqual(PAYLOAD)
+    expect(call?.body).toEqual({ ...PAYLOAD, force_task_id: BRIDGE_TASK })
   })
 
   it('keeps no base64 text of the pictures unless the payload asks for it', async () => {

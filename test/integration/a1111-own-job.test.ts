@@ -89,3 +89,137 @@ describe('someone else using the same A1111', () => {
     await gen.close()
   })
 })
+
+describe('an A1111 that follows jobs by their task id (its web UI is on)', () => {
+  let fake: FakeA1111
+  afterEach(async () => {
+    await fake?.close()
+  })
+
+  const quiet = pino({ level: 'silent' })
+  const noHooks = () => ({ signal: new AbortController().signal })
+  /** The paths asked for from request `from` on. */
+  const pathsFrom = (from: number) => fake.requests.slice(from).map((r) => `${r.method} ${r.path}`)
+
+  it('learns it from the first job, then sends each job at once, under the id A1111 reports', async () => {
+    fake = await startFakeA1111({ cachedAnswer: true })
+    const gen = createA1111Generator({ baseUrl: fake.url, timeoutMs: 30_000 }, { log: quiet })
+    await gen.generate({ prompt: 'first', steps: 4 }, noHooks())
+    // The first job looks at the server before it goes; once done, its id is asked after.
+    await expect
+      .poll(() => pathsFrom(0))
+      .toEqual(['GET /sdapi/v1/progress', 'POST /sdapi/v1/txt2img', 'POST /internal/progress'])
+    const asked = fake.requests[2]!.body as { id_task: string }
+    expect(asked.id_task).toBe(fake.tasks[0])
+    expect((fake.requests[1]!.body as { force_task_id: string }).force_task_id).toBe(fake.tasks[0])
+
+    const from = fake.requests.length
+    const result = await gen.generate({ prompt: 'second', steps: 4 }, noHooks())
+    expect(result.image.subarray(1, 4).toString('latin1')).toBe('PNG')
+    // No snapshot: the job is the first thing the server hears of it, and nothing follows.
+    expect(pathsFrom(from)).toEqual(['POST /sdapi/v1/txt2img'])
+    expect(fake.tasks[1]).toMatch(/^task\(bridge-/)
+    expect(fake.tasks[1]).not.toBe(fake.tasks[0])
+    await gen.close()
+  })
+
+  it("neither reports a person's job as ours nor interrupts it, and interrupts ours once it runs", async () => {
+    fake = await startFakeA1111({ stepMs: 20 })
+    const gen = createA1111Generator(
+      { baseUrl: fake.url, timeoutMs: 30_000, progressIntervalMs: 20 },
+      { log: quiet },
+    )
+    await gen.generate({ prompt: 'learn', steps: 1, width: 64, height: 64 }, noHooks())
+    await expect.poll(() => pathsFrom(0).includes('POST /internal/progress')).toBe(true)
+
+    const theirs = fetch(`${fake.url}/sdapi/v1/txt2img`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ prompt: 'theirs', steps: 40, width: 64, height: 64 }),
+    })
+    await once(fake.events, 'begin')
+    let interruptsWhenTheirsEnded: number | undefined
+    fake.events.once('end', () => {
+      interruptsWhenTheirsEnded = fake.interrupts
+    })
+    const from = fake.requests.length
+    const updates: GenerateProgress[] = []
+    const cancel = new AbortController()
+    const ours = gen.generate(
+      { prompt: 'ours', steps: 40, width: 64, height: 64 },
+      { signal: cancel.signal, onProgress: (p) => updates.push(p) },
+    )
+    await expect.poll(() => fake.tasks.length).toBe(3)
+    // Sent at once, without a snapshot; A1111 says ours waits behind theirs.
+    expect(pathsFrom(from)[0]).toBe('POST /sdapi/v1/txt2img')
+    await expect
+      .poll(() => pathsFrom(from).filter((p) => p === 'POST /internal/progress').length)
+      .toBeGreaterThanOrEqual(2)
+    expect(updates).toEqual([])
+    cancel.abort(new Error('cancelled by the test'))
+
+    await expect(ours).rejects.toThrow('cancelled by the test')
+    expect((await theirs).status).toBe(200)
+    expect(interruptsWhenTheirsEnded).toBe(0)
+    await expect.poll(() => fake.interrupts).toBe(1)
+    await gen.close()
+  })
+
+  it('interrupts at once a job of its own that A1111 says is running', async () => {
+    fake = await startFakeA1111({ stepMs: 20 })
+    const gen = createA1111Generator({ baseUrl: fake.url, timeoutMs: 30_000 }, { log: quiet })
+    await gen.generate({ prompt: 'learn', steps: 1, width: 64, height: 64 }, noHooks())
+    await expect.poll(() => pathsFrom(0).includes('POST /internal/progress')).toBe(true)
+    const cancel = new AbortController()
+    const ours = gen.generate(
+      { prompt: 'ours', steps: 200, width: 64, height: 64 },
+      { signal: cancel.signal },
+    )
+    await once(fake.events, 'step')
+    cancel.abort(new Error('cancelled by the test'))
+    await expect(ours).rejects.toThrow('cancelled by the test')
+    // Long before its 200 steps (4 s) and before any poll (1 s): asked, then interrupted.
+    expect(fake.interrupts).toBe(1)
+    expect(fake.state().sampling_step).toBeLessThan(100)
+    await gen.close()
+  })
+
+  it.each([
+    ['no-webui', 'started with --nowebui'],
+    ['no-task-ids', 'a version that ignores force_task_id'],
+  ] as const)('keeps looking before each job on an A1111 %s (%s)', async (fault, _what) => {
+    fake = await startFakeA1111({ cachedAnswer: true, fault })
+    const gen = createA1111Generator({ baseUrl: fake.url, timeoutMs: 30_000 }, { log: quiet })
+    await gen.generate({ prompt: 'first', steps: 4 }, noHooks())
+    await expect.poll(() => pathsFrom(0).length).toBe(3)
+    const from = fake.requests.length
+    await gen.generate({ prompt: 'second', steps: 4 }, noHooks())
+    expect(pathsFrom(from)).toEqual(['GET /sdapi/v1/progress', 'POST /sdapi/v1/txt2img'])
+    await gen.close()
+  })
+
+  it('takes a job as its own when the web UI goes away, and looks first again from the next job on', async () => {
+    fake = await startFakeA1111({ stepMs: 20 })
+    const gen = createA1111Generator(
+      { baseUrl: fake.url, timeoutMs: 30_000, progressIntervalMs: 20 },
+      { log: quiet },
+    )
+    await gen.generate({ prompt: 'learn', steps: 1, width: 64, height: 64 }, noHooks())
+    await expect.poll(() => pathsFrom(0).includes('POST /internal/progress')).toBe(true)
+    // A1111 restarted with --nowebui: /internal/progress is gone.
+    fake.setFault('no-webui')
+    const lost = fake.requests.length
+    const updates: GenerateProgress[] = []
+    await gen.generate(
+      { prompt: 'ours', steps: 20, width: 64, height: 64 },
+      { signal: new AbortController().signal, onProgress: (p) => updates.push(p) },
+    )
+    expect(updates.length).toBeGreaterThan(0)
+    // Asked once during the job (404: taken as ours) and once after it, which settles it for the next ones.
+    await expect.poll(() => pathsFrom(lost).filter((p) => p === 'POST /internal/progress').length).toBe(2)
+    const from = fake.requests.length
+    await gen.generate({ prompt: 'next', steps: 1, width: 64, height: 64 }, noHooks())
+    expect(pathsFrom(from).slice(0, 2)).toEqual(['GET /sdapi/v1/progress', 'POST /sdapi/v1/txt2img'])
+    await gen.close()
+  })
+})

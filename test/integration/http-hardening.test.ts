@@ -3,6 +3,9 @@ import { startBridge, type TestBridge } from '../support/bridge.ts'
 import { type FakeA1111, startFakeA1111 } from '../support/fake-a1111.ts'
 import { type HttpOptions, httpCall } from '../support/http.ts'
 
+/** The task id the bridge gives each job it sends to A1111 (`force_task_id`), to tell its own jobs apart. */
+const BRIDGE_TASK = expect.stringMatching(/^task\(bridge-[0-9a-f-]{36}\)$/)
+
 /*
  * The HTTP listener under abuse (issue 10, "HTTP" and "Found by attacking it"): the passthrough takes only
  * the documented txt2img fields in the MQTT prompt's ranges and is rate-limited per client address, the key
@@ -60,6 +63,7 @@ describe('the HTTP listener under abuse', () => {
       sampler_name: 'Euler a',
       batch_size: 1,
       n_iter: 1,
+      force_task_id: BRIDGE_TASK,
     })
   })
 

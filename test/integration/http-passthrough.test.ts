@@ -6,6 +6,9 @@ import { expectedFrame, fetchPicture } from '../support/expected.ts'
 import { type FakeA1111, type Fault, type RecordedRequest, startFakeA1111 } from '../support/fake-a1111.ts'
 import { type HttpAnswer, type HttpOptions, hostPort, httpCall } from '../support/http.ts'
 
+/** The task id the bridge gives each job it sends to A1111 (`force_task_id`), to tell its own jobs apart. */
+const BRIDGE_TASK = expect.stringMatching(/^task\(bridge-[0-9a-f-]{36}\)$/)
+
 /*
  * The HTTP listener as the older Python proxy's clients use it (README "HTTP"): real
  * requests on loopback against a bridge running in this process and a fake A1111 on a real socket.
@@ -70,8 +73,8 @@ describe("the older proxy's clients against the bridge's HTTP listener", () => {
       expect(res.headers['x-image-height']).toBe('240')
       expect(res.headers['x-image-format']).toBe('rgb565-be')
       expect(res.body.length).toBe(FRAME_BYTES)
-      // The A1111 body is forwarded as it came: nothing added, nothing dropped.
-      expect(txt2imgRequests(fake).at(-1)!.body).toEqual(payload)
+      // The A1111 body is forwarded as it came, nothing dropped; only the task id the bridge follows it by is added.
+      expect(txt2imgRequests(fake).at(-1)!.body).toEqual({ ...payload, force_task_id: BRIDGE_TASK })
 
       const png = await fetchPicture(fake.url, payload)
       const expected = await expectedFrame(png, { width: 240, height: 240, fit: 'cover' })
@@ -112,7 +115,7 @@ describe("the older proxy's clients against the bridge's HTTP listener", () => {
 
       // return_base64 is the bridge's flag, not A1111's.
       const sent = txt2imgRequests(fake).at(-1)!
-      expect(sent.body).toEqual(payload)
+      expect(sent.body).toEqual({ ...payload, force_task_id: BRIDGE_TASK })
       expect(sent.body).not.toHaveProperty('return_base64')
     })
 
@@ -136,7 +139,7 @@ describe("the older proxy's clients against the bridge's HTTP listener", () => {
       // Neither Accept nor a flag: the binary answer is the default.
       expect(res.headers['content-type']).toBe('application/octet-stream')
       expect(res.body.length).toBe(FRAME_BYTES)
-      expect(txt2imgRequests(fake).at(-1)!.body).toEqual(payload)
+      expect(txt2imgRequests(fake).at(-1)!.body).toEqual({ ...payload, force_task_id: BRIDGE_TASK })
       const png = await fetchPicture(fake.url, payload)
       expect(res.body.equals(await expectedFrame(png, { width: 240, height: 240, fit: 'cover' }))).toBe(true)
     })

@@ -248,9 +248,15 @@ export function createSdState(options: SdStateOptions) {
     }
   }
 
-  /** `queue_lock` is a FIFOLock: requests are accepted at once, then run one at a time in order. */
-  function enqueue(parameters: Record<string, unknown>): Promise<Txt2ImgAnswer> {
-    const run = queue.then(() => generate(parameters))
+  /**
+   * `queue_lock` is a FIFOLock: requests are accepted at once, then run one at a time in order. `onBegin`
+   * runs as the job takes the lock (the API's `start_task`).
+   */
+  function enqueue(parameters: Record<string, unknown>, onBegin?: () => void): Promise<Txt2ImgAnswer> {
+    const run = queue.then(() => {
+      onBegin?.()
+      return generate(parameters)
+    })
     queue = run.catch(() => undefined)
     return run
   }

@@ -34,6 +34,8 @@ export type Fault =
   | 'drop' // the socket is destroyed mid-request
   | 'no-progress' // /sdapi/v1/progress is 404, as on stable-diffusion.cpp (research §7.4)
   | 'deep-json' // txt2img and options answer 200 with 8 MB of nested arrays: a hostile or broken server
+  | 'no-webui' // started with --nowebui: the UI's /internal routes are 404 (research §2, §4)
+  | 'no-task-ids' // a version that ignores force_task_id: every job gets an id of its own
   | null
 
 /** Every fault by name, for the command line of `npm run fake-a1111`. */
@@ -51,6 +53,8 @@ export const FAULTS = [
   'drop',
   'no-progress',
   'deep-json',
+  'no-webui',
+  'no-task-ids',
 ] as const satisfies readonly Exclude<Fault, null>[]
 
 /** Nested arrays four million deep: valid JSON whose parse builds a structure of gigabytes. */
@@ -98,6 +102,8 @@ export interface FakeA1111 {
   readonly requests: readonly RecordedRequest[]
   /** How many times `/sdapi/v1/interrupt` was called. */
   readonly interrupts: number
+  /** The task id of each txt2img in arrival order: its `force_task_id`, or one of A1111's own. */
+  readonly tasks: readonly string[]
   readonly fault: Fault
   /** Emits `request` (RecordedRequest), `begin`, `step`, `end`, `interrupt` (StateDict). */
   readonly events: EventEmitter
@@ -142,6 +148,12 @@ export async function startFakeA1111(options: FakeA1111Options = {}): Promise<Fa
   const requests: RecordedRequest[] = []
   let fault: Fault = options.fault ?? null
   let interrupts = 0
+  // modules/progress.py: tasks waiting for the queue lock, the one running, and the last ones finished.
+  const tasks: string[] = []
+  const pendingTasks = new Set<string>()
+  let currentTask: string | undefined
+  const finishedTasks: string[] = []
+  let nextTask = 1
 
   const routes: Record<string, Partial<Record<string, Handler>>> = {
     '/sdapi/v1/txt2img': { POST: txt2img },
@@ -156,6 +168,51 @@ export async function startFakeA1111(options: FakeA1111Options = {}): Promise<Fa
     '/sdapi/v1/sd-models': { GET: ({ res }) => sendJson(res, 200, pyJson([modelItem()], { compact: true })) },
     // UI mode only, and not behind --api-auth (research §4).
     '/internal/ping': { GET: ({ res }) => sendJson(res, 200, '{}') },
+    '/internal/progress': { POST: taskProgress },
+  }
+
+  /** The API's add_task_to_queue, start_task and finish_task around one generation. */
+  async function asTask<T>(
+    parameters: Record<string, unknown>,
+    run: (onBegin: () => void) => Promise<T>,
+  ): Promise<T> {
+    const forced = fault === 'no-task-ids' ? null : parameters.force_task_id
+    const id = typeof forced === 'string' && forced !== '' ? forced : `task(fake-${nextTask++})`
+    tasks.push(id)
+    pendingTasks.add(id)
+    try {
+      return await run(() => {
+        pendingTasks.delete(id)
+        currentTask = id
+      })
+    } finally {
+      pendingTasks.delete(id)
+      if (currentTask === id) currentTask = undefined
+      finishedTasks.push(id)
+      if (finishedTasks.length > 16) finishedTasks.shift()
+    }
+  }
+
+  /** `progressapi` of modules/progress.py: one task's state, by its id. */
+  async function taskProgress(ctx: Context): Promise<void> {
+    const body = parseBody(ctx.req.headers['content-type'], ctx.raw)
+    if (!body.ok) return sendJson(ctx.res, 422, JSON.stringify({ detail: body.issues }))
+    const id = body.value.id_task
+    const active = id === currentTask
+    const queued = typeof id === 'string' && pendingTasks.has(id)
+    const completed = typeof id === 'string' && finishedTasks.includes(id)
+    if (!active) {
+      const waiting = [...pendingTasks]
+      const textinfo = queued
+        ? `In queue: ${waiting.indexOf(id as string) + 1}/${waiting.length}`
+        : 'Waiting...'
+      const answer = { active, queued, completed, progress: null, eta: null, live_preview: null }
+      return sendJson(ctx.res, 200, pyJson({ ...answer, id_live_preview: -1, textinfo }, { compact: true }))
+    }
+    const now = await sd.progress(true)
+    const answer = { active, queued, completed, progress: now.progress, eta: now.eta_relative }
+    const rest = { live_preview: null, id_live_preview: -1, textinfo: null }
+    sendJson(ctx.res, 200, pyJson({ ...answer, ...rest }, { compact: true }))
   }
 
   async function txt2img(ctx: Context): Promise<void> {
@@ -165,7 +222,11 @@ export async function startFakeA1111(options: FakeA1111Options = {}): Promise<Fa
     if (!checked.ok) return sendJson(ctx.res, 422, JSON.stringify({ detail: checked.issues }))
     switch (fault) {
       case 'hang':
-        return waitForClose()
+        // The job takes the queue lock and never finishes (a driver call that does not return).
+        return asTask(checked.parameters, (onBegin) => {
+          onBegin()
+          return waitForClose()
+        })
       case 'drop':
         ctx.req.socket.destroy()
         return
@@ -184,11 +245,13 @@ export async function startFakeA1111(options: FakeA1111Options = {}): Promise<Fa
     const started = performance.now()
     if (cached !== undefined && fault === null) {
       // The generation runs as usual (queue, waits, events), without pictures; the answer is the cached one.
-      await sd.enqueue({ ...checked.parameters, send_images: false })
+      await asTask(checked.parameters, (onBegin) =>
+        sd.enqueue({ ...checked.parameters, send_images: false }, onBegin),
+      )
       const processTime = String((performance.now() - started) / 1000)
       return send(ctx.res, 200, 'application/json', cached, { 'x-process-time': processTime })
     }
-    const answer = await sd.enqueue(checked.parameters)
+    const answer = await asTask(checked.parameters, (onBegin) => sd.enqueue(checked.parameters, onBegin))
     if (fault === 'no-images') answer.images = []
     if (fault === 'bad-image') answer.images = [Buffer.from('this is not a picture').toString('base64')]
     if (fault === 'bad-base64') answer.images = ['%%% not base64 %%%']
@@ -277,7 +340,9 @@ export async function startFakeA1111(options: FakeA1111Options = {}): Promise<Fa
     if (fault === 'frozen') return waitForClose()
     const isApi = url.pathname.startsWith('/sdapi/')
     const missing =
-      (fault === 'no-api' && isApi) || (fault === 'no-progress' && url.pathname === '/sdapi/v1/progress')
+      (fault === 'no-api' && isApi) ||
+      (fault === 'no-progress' && url.pathname === '/sdapi/v1/progress') ||
+      (fault === 'no-webui' && url.pathname.startsWith('/internal/'))
     const route = missing ? undefined : routes[url.pathname]
     if (route === undefined) return sendJson(res, 404, NOT_FOUND)
     const handler = route[recorded.method]
@@ -317,6 +382,7 @@ export async function startFakeA1111(options: FakeA1111Options = {}): Promise<Fa
     get interrupts() {
       return interrupts
     },
+    tasks,
     get fault() {
       return fault
     },

@@ -1,8 +1,12 @@
 import { describe, expect, it } from 'vitest'
 import {
+  type AskTask,
   createOwnJobTracker,
+  createTaskTracker,
   type ProgressSnapshot,
   parseSnapshot,
+  parseTaskAnswer,
+  type TaskAnswer,
 } from '../../src/generator/a1111-own-job.ts'
 
 const idle: ProgressSnapshot = { active: false, timestamp: '20261122101500', progress: 0 }
@@ -49,5 +53,83 @@ describe("telling our A1111 job from someone else's", () => {
     })
     expect(parseSnapshot('<html>')).toBeUndefined()
     expect(parseSnapshot('{"detail":"Not Found"}')).toBeUndefined()
+  })
+})
+
+describe('following our A1111 job by its task id', () => {
+  const signal = new AbortController().signal
+  const task = (over: Partial<TaskAnswer>): TaskAnswer => ({
+    active: false,
+    queued: false,
+    completed: false,
+    ...over,
+  })
+  /** A server that gives these answers in turn, and the reasons the tracker gave up. */
+  function tracker(...answers: (TaskAnswer | 'gone' | undefined)[]) {
+    const lost: string[] = []
+    const ask: AskTask = async () => answers.shift()
+    return { t: createTaskTracker(ask, (why) => lost.push(why)), lost }
+  }
+
+  it('reads /internal/progress answers, and nothing else', () => {
+    expect(
+      parseTaskAnswer('{"active":false,"queued":true,"completed":false,"textinfo":"In queue: 1/2"}'),
+    ).toEqual({ active: false, queued: true, completed: false })
+    for (const text of ['', 'null', '[]', '{"active":1,"queued":false,"completed":false}', '{"active":true}'])
+      expect(parseTaskAnswer(text)).toBeUndefined()
+  })
+
+  it('is ours once A1111 says it runs or is done, and not while it waits', async () => {
+    const { t, lost } = tracker(
+      task({ queued: true }),
+      undefined,
+      task({ queued: true }),
+      task({ active: true }),
+    )
+    for (let i = 0; i < 3; i++) {
+      await t.check!(signal)
+      expect(t.started).toBe(false)
+    }
+    await t.check!(signal)
+    expect(t.started).toBe(true)
+    const done = tracker(task({ completed: true }))
+    await done.t.check!(signal)
+    expect(done.t.started).toBe(true)
+    expect([...lost, ...done.lost]).toEqual([])
+  })
+
+  it('takes the job as ours, and says why, when the server cannot say', async () => {
+    const gone = tracker('gone')
+    await gone.t.check!(signal)
+    expect(gone.t.started).toBe(true)
+    expect(gone.lost).toEqual(['it does not answer /internal/progress'])
+    // One unknown answer can be a poll that came before the job; two are a server that ignores the id.
+    const unknown = tracker(task({}), task({}))
+    await unknown.t.check!(signal)
+    expect(unknown.t.started).toBe(false)
+    await unknown.t.check!(signal)
+    expect(unknown.t.started).toBe(true)
+    expect(unknown.lost).toEqual(['it does not know the task it was sent'])
+  })
+
+  it('asks once at a time', async () => {
+    let asked = 0
+    let answer: (a: TaskAnswer) => void = () => {}
+    const t = createTaskTracker(
+      () => {
+        asked++
+        return new Promise((resolve) => {
+          answer = resolve
+        })
+      },
+      () => {},
+    )
+    const both = Promise.all([t.check!(signal), t.check!(signal)])
+    answer(task({ active: true }))
+    await both
+    expect(asked).toBe(1)
+    expect(t.started).toBe(true)
+    await t.check!(signal)
+    expect(asked).toBe(1)
   })
 })

@@ -345,7 +345,7 @@ export const attackMemory: Bench = async ({ quick }) => {
   return {
     title: 'Daemon memory under attack (issue 10)',
     method:
-      'each attack against a fresh daemon (dist/bin, --max-semi-space-size=1, shipped limits, loopback); VmRSS ' +
+      'each attack against a fresh daemon (dist/bin, --max-semi-space-size=1 --no-concurrent-marking, shipped limits, loopback); VmRSS ' +
       'from /proc before, the highest seen while attacking (every 50 ms) and 1.5 s after the attacker left',
     body: [
       table(

@@ -85,7 +85,7 @@ async function reading(): Promise<Reading> {
 }
 
 /** The daemon's own V8 flags (package.json's start script), so the heap grows as it does there. */
-export const DAEMON_FLAGS = ['--max-semi-space-size=1']
+export const DAEMON_FLAGS = ['--max-semi-space-size=1', '--no-concurrent-marking']
 
 /** A layer's server in a child process: `measure()` after each step of sessions. */
 export async function startLayer(kind: Kind, flags = DAEMON_FLAGS) {

@@ -46,7 +46,7 @@ const FRAME_TIMEOUT_MS = 30_000
 const PAUSE_MS = 60
 const FLOOR_SCRIPT = fileURLToPath(new URL('./floor-bridge.ts', import.meta.url))
 /** The daemon's V8 flags under `npm start` (test/support/spawn.ts), so both run with the same heap. */
-const START_FLAGS = ['--max-semi-space-size=1']
+const START_FLAGS = ['--max-semi-space-size=1', '--no-concurrent-marking']
 
 interface FloorPhases {
   fetchMs: number

@@ -111,7 +111,7 @@ describe('the systemd unit', () => {
     const unit = join(root, 'etc/systemd/system', `${NAME}.service`)
     // The installer wrote the path of this Node into ExecStart, so verify finds an executable there.
     expect(read(unit)).toContain(
-      `ExecStart=${realpathSync(process.execPath)} --max-semi-space-size=1 /opt/${NAME}/dist/bin/${NAME}.js`,
+      `ExecStart=${realpathSync(process.execPath)} --max-semi-space-size=1 --no-concurrent-marking /opt/${NAME}/dist/bin/${NAME}.js`,
     )
     const r = run(analyze, ['verify', unit])
     // verify exits 0 on unknown keys and bad values and only prints them: any output is a defect.

@@ -6,7 +6,7 @@ import { createLogLines } from './log-lines.ts'
 /** What `npm start` runs: the built daemon (test/support/global-setup.ts builds it before the tests). */
 const BIN = fileURLToPath(new URL('../../dist/bin/pico-a1111-bridge.js', import.meta.url))
 /** The V8 flags of `npm start` and the systemd unit, so tests and benchmarks run the daemon as users do. */
-const START_FLAGS = ['--max-semi-space-size=1']
+const START_FLAGS = ['--max-semi-space-size=1', '--no-concurrent-marking']
 
 export interface Daemon {
   child: ChildProcess

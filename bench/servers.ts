@@ -463,8 +463,9 @@ export const servers: Bench = async ({ quick }) => {
       '',
       `- **Two servers / one = ${speedup.toFixed(2)}x** (target close to 2x: ${speedup >= 1.8 ? 'met' : 'NOT met'}). ` +
         "The gap between a server's jobs is the A1111 answer (660 KB of JSON, sent by the fake in the bench " +
-        "process), its reading in the daemon's answer workers, and the next request with the own-job snapshot " +
-        'before it; the daemon holds the slot for all of it.',
+        "process), its reading in the daemon's answer workers, and the next request (the fake follows jobs by " +
+        'task id, as A1111 with its web UI does, so no own-job snapshot goes before it); the daemon holds the ' +
+        'slot for all of it.',
       ...[one, two].map(
         (r) =>
           `- ${r.servers} server(s): prompts without a frame ${r.errors.length}` +

@@ -31,7 +31,8 @@ export interface GenerateHooks {
   onProgress?: (p: GenerateProgress) => void
   /**
    * Settles once the job is on disk (a prompt's journal write and fsync). A generator may look at its server
-   * before (A1111's own-job snapshot), but sends the work only after it resolves, and gives up with its
+   * before (A1111's own-job snapshot, where the server does not follow jobs by task id), but sends the work
+   * only after it resolves, and gives up with its
    * error if it rejects. Undefined: nothing to wait for.
    */
   recorded?: Promise<void> | undefined

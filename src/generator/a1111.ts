@@ -55,6 +55,11 @@ const PROGRESS_STATE = '/sdapi/v1/progress?skip_current_image=true'
 const TASK_PROGRESS = '/internal/progress'
 const INTERRUPT = '/sdapi/v1/interrupt'
 const OPTIONS = '/sdapi/v1/options'
+/**
+ * A server found not to follow jobs by task id is asked again after this long: it may have been restarted
+ * with its web UI, or updated, meanwhile.
+ */
+const RELEARN_TASKS_MS = 10 * 60_000
 /** Side requests (interrupt, progress) must never hold up a job for long. */
 const SIDE_TIMEOUT_MS = 5000
 
@@ -90,6 +95,8 @@ export function createA1111Generator(
    * it gets one, as A1111 with `--nowebui` and other servers do.
    */
   let followsTasks: boolean | undefined
+  /** When followsTasks was last settled (clock.monotonic()). */
+  let learnedAt = Number.NEGATIVE_INFINITY
 
   /**
    * One HTTP exchange; the body is read with a cap so a rogue server cannot exhaust memory, and kept as the
@@ -160,8 +167,9 @@ export function createA1111Generator(
   /** After a job that went well, once: does the server know it by its id? Never rejects. */
   async function learnTasks(taskId: string): Promise<void> {
     const answer = await askTask(taskId)(AbortSignal.timeout(SIDE_TIMEOUT_MS))
-    if (answer === undefined || followsTasks !== undefined) return
+    if (answer === undefined) return
     followsTasks = answer !== 'gone' && answer.completed
+    learnedAt = clock.monotonic()
     log.debug({ followsTasks }, 'whether A1111 follows jobs by their task id')
   }
 
@@ -261,7 +269,11 @@ export function createA1111Generator(
       )
       if (hooks.signal.aborted) throw hooks.signal.reason
       const result = await readResult(answer, payload[KEEP_UPSTREAM_IMAGES] === true)
-      if (followsTasks === undefined) void learnTasks(taskId)
+      const stale = followsTasks === false && clock.monotonic() - learnedAt >= RELEARN_TASKS_MS
+      if (followsTasks === undefined || stale) {
+        learnedAt = clock.monotonic()
+        void learnTasks(taskId)
+      }
       return result
     } catch (err) {
       // A hung server may never answer the interrupt either: do not wait for it.

@@ -198,6 +198,28 @@ describe('an A1111 that follows jobs by their task id (its web UI is on)', () =>
     await gen.close()
   })
 
+  it('asks again, ten minutes on, a server that did not follow task ids (restarted with its web UI)', async () => {
+    fake = await startFakeA1111({ cachedAnswer: true, fault: 'no-webui' })
+    let t = 0
+    const clock = { now: () => new Date(), monotonic: () => t }
+    const gen = createA1111Generator({ baseUrl: fake.url, timeoutMs: 30_000 }, { log: quiet, clock })
+    const asks = () => pathsFrom(0).filter((p) => p === 'POST /internal/progress').length
+    await gen.generate({ prompt: 'first', steps: 4 }, noHooks())
+    await expect.poll(asks).toBe(1)
+    t += 9 * 60_000
+    await gen.generate({ prompt: 'soon after', steps: 4 }, noHooks())
+    fake.setFault(null)
+    t += 60_000
+    await gen.generate({ prompt: 'ten minutes on', steps: 4 }, noHooks())
+    await expect.poll(asks).toBe(2)
+    const from = fake.requests.length
+    await gen.generate({ prompt: 'followed by its id', steps: 4 }, noHooks())
+    expect(pathsFrom(from)).toEqual(['POST /sdapi/v1/txt2img'])
+    // 'soon after' was not asked about: one look in ten minutes.
+    expect(asks()).toBe(2)
+    await gen.close()
+  })
+
   it('takes a job as its own when the web UI goes away, and looks first again from the next job on', async () => {
     fake = await startFakeA1111({ stepMs: 20 })
     const gen = createA1111Generator(

@@ -5,6 +5,38 @@ import { createA1111Generator } from '../../src/generator/a1111.ts'
 import type { GenerateProgress } from '../../src/generator/types.ts'
 import { type FakeA1111, startFakeA1111 } from '../support/fake-a1111.ts'
 
+/**
+ * A person's job from the web UI, 40 steps of the fake's, running once this resolves; `interruptsAtEnd` is
+ * how many interrupts A1111 had had when it ended.
+ */
+async function theirJob(fake: FakeA1111, size: { width?: number; height?: number }) {
+  const answer = fetch(`${fake.url}/sdapi/v1/txt2img`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ prompt: 'theirs', steps: 40, ...size }),
+  })
+  await once(fake.events, 'begin')
+  let interruptsAtEnd: number | undefined
+  fake.events.once('end', () => {
+    interruptsAtEnd = fake.interrupts
+  })
+  return { answer, interruptsAtEnd: () => interruptsAtEnd }
+}
+
+/** Cancels our job: theirs ends untouched, and ours is interrupted once it begins (not left running). */
+async function cancelOursSparingTheirs(
+  fake: FakeA1111,
+  ours: Promise<unknown>,
+  cancel: AbortController,
+  theirs: Awaited<ReturnType<typeof theirJob>>,
+): Promise<void> {
+  cancel.abort(new Error('cancelled by the test'))
+  await expect(ours).rejects.toThrow('cancelled by the test')
+  expect((await theirs.answer).status).toBe(200)
+  expect(theirs.interruptsAtEnd()).toBe(0)
+  await expect.poll(() => fake.interrupts).toBe(1)
+}
+
 const txt2imgCount = (fake: FakeA1111) => fake.requests.filter((r) => r.path === '/sdapi/v1/txt2img').length
 
 describe('someone else using the same A1111', () => {
@@ -20,16 +52,7 @@ describe('someone else using the same A1111', () => {
       { log: pino({ level: 'silent' }) },
     )
     // A person's job from the web UI, 40 steps (about 0.8 s), already running.
-    const theirs = fetch(`${fake.url}/sdapi/v1/txt2img`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ prompt: 'theirs', steps: 40 }),
-    })
-    await once(fake.events, 'begin')
-    let interruptsWhenTheirsEnded: number | undefined
-    fake.events.once('end', () => {
-      interruptsWhenTheirsEnded = fake.interrupts
-    })
+    const theirs = await theirJob(fake, {})
 
     const updates: GenerateProgress[] = []
     const cancel = new AbortController()
@@ -42,13 +65,7 @@ describe('someone else using the same A1111', () => {
     await once(fake.events, 'step')
     await once(fake.events, 'step')
     expect(updates).toEqual([])
-    cancel.abort(new Error('cancelled by the test'))
-
-    await expect(ours).rejects.toThrow('cancelled by the test')
-    expect((await theirs).status).toBe(200)
-    expect(interruptsWhenTheirsEnded).toBe(0)
-    // Ours was interrupted once it began, so A1111 is not left rendering it for nobody.
-    await expect.poll(() => fake.interrupts).toBe(1)
+    await cancelOursSparingTheirs(fake, ours, cancel, theirs)
     await gen.close()
   })
 
@@ -100,6 +117,14 @@ describe('an A1111 that follows jobs by their task id (its web UI is on)', () =>
   const noHooks = () => ({ signal: new AbortController().signal })
   /** The paths asked for from request `from` on. */
   const pathsFrom = (from: number) => fake.requests.slice(from).map((r) => `${r.method} ${r.path}`)
+  /** A fake of 20 ms a step, and a generator that has learnt from one job that it follows task ids. */
+  async function learnedGenerator(options: { progressIntervalMs?: number }) {
+    fake = await startFakeA1111({ stepMs: 20 })
+    const gen = createA1111Generator({ baseUrl: fake.url, timeoutMs: 30_000, ...options }, { log: quiet })
+    await gen.generate({ prompt: 'learn', steps: 1, width: 64, height: 64 }, noHooks())
+    await expect.poll(() => pathsFrom(0).includes('POST /internal/progress')).toBe(true)
+    return gen
+  }
 
   it('learns it from the first job, then sends each job at once, under the id A1111 reports', async () => {
     fake = await startFakeA1111({ cachedAnswer: true })
@@ -124,24 +149,9 @@ describe('an A1111 that follows jobs by their task id (its web UI is on)', () =>
   })
 
   it("neither reports a person's job as ours nor interrupts it, and interrupts ours once it runs", async () => {
-    fake = await startFakeA1111({ stepMs: 20 })
-    const gen = createA1111Generator(
-      { baseUrl: fake.url, timeoutMs: 30_000, progressIntervalMs: 20 },
-      { log: quiet },
-    )
-    await gen.generate({ prompt: 'learn', steps: 1, width: 64, height: 64 }, noHooks())
-    await expect.poll(() => pathsFrom(0).includes('POST /internal/progress')).toBe(true)
+    const gen = await learnedGenerator({ progressIntervalMs: 20 })
 
-    const theirs = fetch(`${fake.url}/sdapi/v1/txt2img`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ prompt: 'theirs', steps: 40, width: 64, height: 64 }),
-    })
-    await once(fake.events, 'begin')
-    let interruptsWhenTheirsEnded: number | undefined
-    fake.events.once('end', () => {
-      interruptsWhenTheirsEnded = fake.interrupts
-    })
+    const theirs = await theirJob(fake, { width: 64, height: 64 })
     const from = fake.requests.length
     const updates: GenerateProgress[] = []
     const cancel = new AbortController()
@@ -156,20 +166,12 @@ describe('an A1111 that follows jobs by their task id (its web UI is on)', () =>
       .poll(() => pathsFrom(from).filter((p) => p === 'POST /internal/progress').length)
       .toBeGreaterThanOrEqual(2)
     expect(updates).toEqual([])
-    cancel.abort(new Error('cancelled by the test'))
-
-    await expect(ours).rejects.toThrow('cancelled by the test')
-    expect((await theirs).status).toBe(200)
-    expect(interruptsWhenTheirsEnded).toBe(0)
-    await expect.poll(() => fake.interrupts).toBe(1)
+    await cancelOursSparingTheirs(fake, ours, cancel, theirs)
     await gen.close()
   })
 
   it('interrupts at once a job of its own that A1111 says is running', async () => {
-    fake = await startFakeA1111({ stepMs: 20 })
-    const gen = createA1111Generator({ baseUrl: fake.url, timeoutMs: 30_000 }, { log: quiet })
-    await gen.generate({ prompt: 'learn', steps: 1, width: 64, height: 64 }, noHooks())
-    await expect.poll(() => pathsFrom(0).includes('POST /internal/progress')).toBe(true)
+    const gen = await learnedGenerator({})
     const cancel = new AbortController()
     const ours = gen.generate(
       { prompt: 'ours', steps: 200, width: 64, height: 64 },
@@ -221,13 +223,7 @@ describe('an A1111 that follows jobs by their task id (its web UI is on)', () =>
   })
 
   it('takes a job as its own when the web UI goes away, and looks first again from the next job on', async () => {
-    fake = await startFakeA1111({ stepMs: 20 })
-    const gen = createA1111Generator(
-      { baseUrl: fake.url, timeoutMs: 30_000, progressIntervalMs: 20 },
-      { log: quiet },
-    )
-    await gen.generate({ prompt: 'learn', steps: 1, width: 64, height: 64 }, noHooks())
-    await expect.poll(() => pathsFrom(0).includes('POST /internal/progress')).toBe(true)
+    const gen = await learnedGenerator({ progressIntervalMs: 20 })
     // A1111 restarted with --nowebui: /internal/progress is gone.
     fake.setFault('no-webui')
     const lost = fake.requests.length

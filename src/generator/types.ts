@@ -4,8 +4,8 @@
  */
 
 /**
- * An A1111 txt2img body. Prompts from MQTT are mapped to it; the HTTP
- * passthrough forwards its clients' bodies as they are.
+ * An A1111 txt2img body. Prompts from MQTT are mapped to it; the HTTP passthrough forwards the documented
+ * fields of its clients' bodies. The A1111 client adds the task id it follows the job by (`force_task_id`).
  */
 export type Txt2ImgPayload = Record<string, unknown> & { prompt?: unknown; [KEEP_UPSTREAM_IMAGES]?: boolean }
 

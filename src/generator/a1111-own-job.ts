@@ -1,4 +1,4 @@
-import { parseProgressAnswer } from './a1111-progress.ts'
+import { parseProgressAnswer, type TaskAnswer } from './a1111-progress.ts'
 
 /*
  * Which job A1111 is running. Its /sdapi/v1/progress describes the server's one current job, whoever sent it
@@ -51,32 +51,6 @@ export function createOwnJobTracker(before: ProgressSnapshot | undefined): OwnJo
       return started
     },
   }
-}
-
-/**
- * What A1111 in UI mode says of one task at `POST /internal/progress` (`modules/progress.py`): running,
- * waiting in the queue, or done. A request sent with `force_task_id` is that task, so the answer is exact
- * where a snapshot of the one global job can only be read against what ran before.
- */
-export interface TaskAnswer {
-  active: boolean
-  queued: boolean
-  completed: boolean
-}
-
-/** Reads an /internal/progress answer; undefined if it is not one. */
-export function parseTaskAnswer(text: string): TaskAnswer | undefined {
-  let json: unknown
-  try {
-    json = JSON.parse(text)
-  } catch {
-    return undefined
-  }
-  if (typeof json !== 'object' || json === null) return undefined
-  const { active, queued, completed } = json as Record<string, unknown>
-  if (typeof active !== 'boolean' || typeof queued !== 'boolean' || typeof completed !== 'boolean')
-    return undefined
-  return { active, queued, completed }
 }
 
 /**

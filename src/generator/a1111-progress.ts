@@ -29,15 +29,37 @@ export interface ProgressAnswer {
   progress: GenerateProgress | undefined
 }
 
-/** Reads one progress answer; undefined when it is not one. */
-export function parseProgressAnswer(text: string): ProgressAnswer | undefined {
-  let json: unknown
+/**
+ * What A1111 in UI mode says of one task at `POST /internal/progress`: running, waiting in the queue, or done.
+ * A request sent with `force_task_id` is that task, so the answer is exact where a snapshot of the one global
+ * job can only be read against what ran before.
+ */
+export interface TaskAnswer {
+  active: boolean
+  queued: boolean
+  completed: boolean
+}
+
+const taskAnswer = z.object({ active: z.boolean(), queued: z.boolean(), completed: z.boolean() })
+
+/** The JSON in an answer's text; undefined when it is not JSON. */
+function jsonOf(text: string): unknown {
   try {
-    json = JSON.parse(text)
+    return JSON.parse(text)
   } catch {
     return undefined
   }
-  const parsed = progressAnswer.safeParse(json)
+}
+
+/** Reads an /internal/progress answer; undefined if it is not one. */
+export function parseTaskAnswer(text: string): TaskAnswer | undefined {
+  const parsed = taskAnswer.safeParse(jsonOf(text))
+  return parsed.success ? parsed.data : undefined
+}
+
+/** Reads one progress answer; undefined when it is not one. */
+export function parseProgressAnswer(text: string): ProgressAnswer | undefined {
+  const parsed = progressAnswer.safeParse(jsonOf(text))
   if (!parsed.success || parsed.data.state === undefined) return undefined
   const body = parsed.data
   const state = body.state!

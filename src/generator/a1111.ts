@@ -1,18 +1,11 @@
-import { randomUUID } from 'node:crypto'
 import type { Logger } from 'pino'
 import { Pool } from 'undici'
 import { type Clock, systemClock } from '../clock.ts'
 import { AppError } from '../errors.ts'
 import { type A1111Answer as Answer, answerOf, notA1111, statusError, toA1111Error } from './a1111-errors.ts'
 import { seedFromInfo } from './a1111-info.ts'
-import {
-  type AskTask,
-  createOwnJobTracker,
-  createTaskTracker,
-  type ProgressSnapshot,
-  parseTaskAnswer,
-} from './a1111-own-job.ts'
-import { parseProgressAnswer, startProgressPolling } from './a1111-progress.ts'
+import { createOwnJobLookup } from './a1111-own-job-lookup.ts'
+import { startProgressPolling } from './a1111-progress.ts'
 import { type AnswerReader, createAnswerReader } from './answer.ts'
 import {
   type GenerateHooks,
@@ -49,17 +42,8 @@ export interface A1111GeneratorOptions {
 
 const TXT2IMG = '/sdapi/v1/txt2img'
 const PROGRESS = '/sdapi/v1/progress?skip_current_image=false'
-/** The own-job snapshot needs only the state: without the preview, A1111 does not decode and encode one. */
-const PROGRESS_STATE = '/sdapi/v1/progress?skip_current_image=true'
-/** One task's state, by its id (`force_task_id`): A1111 in UI mode only (research §2). */
-const TASK_PROGRESS = '/internal/progress'
 const INTERRUPT = '/sdapi/v1/interrupt'
 const OPTIONS = '/sdapi/v1/options'
-/**
- * A server found not to follow jobs by task id is asked again after this long: it may have been restarted
- * with its web UI, or updated, meanwhile.
- */
-const RELEARN_TASKS_MS = 10 * 60_000
 /** Side requests (interrupt, progress) must never hold up a job for long. */
 const SIDE_TIMEOUT_MS = 5000
 
@@ -89,14 +73,6 @@ export function createA1111Generator(
   const pool = new Pool(url.origin, { connections: 8, headersTimeout: 0, bodyTimeout: 0 })
   const reader = deps.answers ?? createAnswerReader()
   const clock = deps.clock ?? systemClock
-  /**
-   * Whether this server follows tasks by their id (A1111 in UI mode: `force_task_id` and /internal/progress):
-   * undefined until a finished job has shown it. Then a job needs no snapshot before it is sent; without,
-   * it gets one, as A1111 with `--nowebui` and other servers do.
-   */
-  let followsTasks: boolean | undefined
-  /** When followsTasks was last settled (clock.monotonic()). */
-  let learnedAt = Number.NEGATIVE_INFINITY
 
   /**
    * One HTTP exchange; the body is read with a cap so a rogue server cannot exhaust memory, and kept as the
@@ -127,73 +103,16 @@ export function createA1111Generator(
     }
   }
 
-  /**
-   * What A1111 runs right now and when it last answered; `snapshot` is undefined if it cannot say, null if
-   * it has no /progress at all (servers such as stable-diffusion.cpp), which also means nothing to poll.
-   */
-  async function snapshot(): Promise<{ snapshot: ProgressSnapshot | undefined | null; answeredAt: number }> {
-    const asked = clock.monotonic()
-    try {
-      const answer = await call('GET', PROGRESS_STATE, undefined, AbortSignal.timeout(SIDE_TIMEOUT_MS))
-      const answeredAt = clock.monotonic()
-      if (answer.status === 404) return { snapshot: null, answeredAt }
-      const parsed = answer.status === 200 ? parseProgressAnswer(answer.text) : undefined
-      return { snapshot: parsed?.snapshot, answeredAt }
-    } catch {
-      return { snapshot: undefined, answeredAt: asked }
-    }
-  }
-
-  /** What /internal/progress says of one task; never rejects. */
-  function askTask(taskId: string): AskTask {
-    return async (signal) => {
-      try {
-        const body = JSON.stringify({ id_task: taskId, id_live_preview: -1, live_preview: false })
-        const answer = await call(
-          'POST',
-          TASK_PROGRESS,
-          body,
-          AbortSignal.any([signal, AbortSignal.timeout(SIDE_TIMEOUT_MS)]),
-        )
-        // 404 without the web UI; 401 or 403 where the UI has a login of its own: either way it cannot say.
-        if (answer.status >= 400 && answer.status < 500) return 'gone'
-        return answer.status === 200 ? parseTaskAnswer(answer.text) : undefined
-      } catch {
-        return undefined
-      }
-    }
-  }
-
-  /** After a job that went well, once: does the server know it by its id? Never rejects. */
-  async function learnTasks(taskId: string): Promise<void> {
-    const answer = await askTask(taskId)(AbortSignal.timeout(SIDE_TIMEOUT_MS))
-    if (answer === undefined) return
-    followsTasks = answer !== 'gone' && answer.completed
-    learnedAt = clock.monotonic()
-    log.debug({ followsTasks }, 'whether A1111 follows jobs by their task id')
-  }
+  const lookup = createOwnJobLookup({ call, clock, log, sideTimeoutMs: SIDE_TIMEOUT_MS })
 
   async function generate(payload: Txt2ImgPayload, hooks: GenerateHooks): Promise<GenerateResult> {
     hooks.signal.throwIfAborted()
     const started = clock.monotonic()
     const http = new AbortController()
     // Interrupt only our own job: /sdapi/v1/interrupt stops whatever A1111 runs, which may be a job
-    // someone started in the web UI while ours waits behind it (see a1111-own-job.ts). Every job carries a
-    // task id; where the server follows tasks by id, A1111 itself says when ours runs. Elsewhere a snapshot
-    // of what runs is taken first, while the prompt's journal write is still on its way to disk; the job
-    // itself goes out once that is done (issue 14).
-    const taskId = `task(bridge-${randomUUID()})`
-    const byTask = followsTasks === true
-    const [before] = await Promise.all([
-      byTask ? { snapshot: undefined, answeredAt: started } : snapshot(),
-      hooks.recorded,
-    ])
-    const own = byTask
-      ? createTaskTracker(askTask(taskId), (why) => {
-          followsTasks = undefined
-          log.info({ why }, 'A1111 no longer follows jobs by task id; the next ones look at it first')
-        })
-      : createOwnJobTracker(before.snapshot ?? undefined)
+    // someone started in the web UI while ours waits behind it (a1111-own-job-lookup.ts). The job itself
+    // goes out once the prompt's journal write is done (issue 14).
+    const { taskId, own, hasProgress, answeredAt } = await lookup.prepare(hooks.recorded)
     hooks.signal.throwIfAborted()
     let interrupting: Promise<void> | undefined
     /** A look at our task before an interrupt (followed by its id), which then sends it if ours runs. */
@@ -206,15 +125,15 @@ export function createA1111Generator(
       }
     }
     const interruptOurs = (why: string) => {
-      if (own.started) interrupting ??= interruptUpstream(why)
-      else if (own.check !== undefined) {
-        // Followed by its id: ask now whether ours runs, rather than at the next poll.
-        pendingInterrupt = why
-        asking ??= own.check(AbortSignal.timeout(SIDE_TIMEOUT_MS)).then(interruptPending)
-      } else {
-        pendingInterrupt = why
-        log.info({ why }, 'A1111 is busy with another job; ours is interrupted if it starts in time')
+      if (own.started) {
+        interrupting ??= interruptUpstream(why)
+        return
       }
+      pendingInterrupt = why
+      // Followed by its id: ask now whether ours runs, rather than at the next poll.
+      if (own.check !== undefined)
+        asking ??= own.check(AbortSignal.timeout(SIDE_TIMEOUT_MS)).then(interruptPending)
+      else log.info({ why }, 'A1111 is busy with another job; ours is interrupted if it starts in time')
     }
     let failure: AppError | undefined
     let graceTimer: NodeJS.Timeout | undefined
@@ -231,29 +150,23 @@ export function createA1111Generator(
       graceTimer = setTimeout(() => http.abort(), options.cancelGraceMs ?? 10_000)
     }
     hooks.signal.addEventListener('abort', onCancel, { once: true })
-    const poller =
-      before.snapshot === null
-        ? { stop() {} }
-        : startProgressPolling({
-            intervalMs: options.progressIntervalMs ?? 1000,
-            hungAfterMs: options.hungAfterMs ?? 15_000,
-            fetch: (signal) =>
-              call(
-                'GET',
-                PROGRESS,
-                undefined,
-                AbortSignal.any([signal, AbortSignal.timeout(SIDE_TIMEOUT_MS)]),
-              ),
-            own,
-            lastAnswerAt: before.answeredAt,
-            monotonic: clock.monotonic,
-            log,
-            onProgress(update) {
-              interruptPending()
-              if (update && own.started) hooks.onProgress?.(update)
-            },
-            onHung: (silentMs) => giveUp(hungError(silentMs), 'hung'),
-          })
+    const poller = !hasProgress
+      ? { stop() {} }
+      : startProgressPolling({
+          intervalMs: options.progressIntervalMs ?? 1000,
+          hungAfterMs: options.hungAfterMs ?? 15_000,
+          fetch: (signal) =>
+            call('GET', PROGRESS, undefined, AbortSignal.any([signal, AbortSignal.timeout(SIDE_TIMEOUT_MS)])),
+          own,
+          lastAnswerAt: answeredAt,
+          monotonic: clock.monotonic,
+          log,
+          onProgress(update) {
+            interruptPending()
+            if (update && own.started) hooks.onProgress?.(update)
+          },
+          onHung: (silentMs) => giveUp(hungError(silentMs), 'hung'),
+        })
     try {
       const answer = await call(
         'POST',
@@ -269,11 +182,7 @@ export function createA1111Generator(
       )
       if (hooks.signal.aborted) throw hooks.signal.reason
       const result = await readResult(answer, payload[KEEP_UPSTREAM_IMAGES] === true)
-      const stale = followsTasks === false && clock.monotonic() - learnedAt >= RELEARN_TASKS_MS
-      if (followsTasks === undefined || stale) {
-        learnedAt = clock.monotonic()
-        void learnTasks(taskId)
-      }
+      lookup.succeeded(taskId)
       return result
     } catch (err) {
       // A hung server may never answer the interrupt either: do not wait for it.

@@ -5,9 +5,8 @@ import {
   createTaskTracker,
   type ProgressSnapshot,
   parseSnapshot,
-  parseTaskAnswer,
-  type TaskAnswer,
 } from '../../src/generator/a1111-own-job.ts'
+import { parseTaskAnswer, type TaskAnswer } from '../../src/generator/a1111-progress.ts'
 
 const idle: ProgressSnapshot = { active: false, timestamp: '20261122101500', progress: 0 }
 const running = (timestamp: string, progress: number): ProgressSnapshot => ({

@@ -7,9 +7,10 @@ import { isDeviceId } from '../protocol/device-id.ts'
 /*
  * The file that keeps one device's last frame (frame-store.ts): `PFS1`, the header's length (4 bytes, big
  * endian), a JSON header, the packed pixels, then the picture the frame was made from when the header's
- * `sourceBytes` says so (frames written before it was kept there have it in a `.source` file beside). A file is input like any other (issue 13): a header that does
- * not describe its pixels (a width of 115200) is refused as it is read, and a frame is checked the same way
- * before it is written, so the store never writes what it would refuse.
+ * `sourceBytes` says so (frames written before it was kept there have it in a `.source` file beside). A file
+ * is input like any other (issue 13): a header that does not describe its pixels (a width of 115200) is
+ * refused as it is read, and a frame is checked the same way before it is written, so the store never writes
+ * what it would refuse.
  */
 
 const MAGIC = Buffer.from('PFS1')
@@ -17,7 +18,12 @@ const MAGIC = Buffer.from('PFS1')
 const MAX_SIDE = 2048
 const MAX_HEADER_BYTES = 64 * 1024
 /** A source picture larger than this is not kept (A1111's 512x512 PNGs are about 0.5 MB; hires fix a few MB). */
-export const MAX_SOURCE_BYTES = 32 * 1024 * 1024
+const MAX_SOURCE_BYTES = 32 * 1024 * 1024
+
+/** Whether a frame's file keeps this picture: not an empty one, nor one over MAX_SOURCE_BYTES. */
+export function keepsSource(source: Buffer): boolean {
+  return source.length > 0 && source.length <= MAX_SOURCE_BYTES
+}
 
 const side = z.number().int().min(1).max(MAX_SIDE)
 const metaSchema = z.object({
@@ -111,7 +117,7 @@ export async function readFrameFile(handle: FileHandle, deviceId: string): Promi
 /**
  * A frame, and the picture it was made from when there is one, as the parts of its file (written one after
  * the other), checked as they would be when read: above all, the device id becomes a file name, so it must be
- * a device id and nothing else. `sourceOffset` is where the source begins in the file.
+ * a device id and nothing else.
  *
  * @throws ZodError for a header field that is not valid, RangeError when the pixels do not fit the header or
  *   the source is empty or larger than MAX_SOURCE_BYTES.
@@ -119,9 +125,9 @@ export async function readFrameFile(handle: FileHandle, deviceId: string): Promi
 export function encodeFrameFile(
   frame: StoredFrame,
   source?: Buffer,
-): { meta: FrameMeta; parts: Buffer[]; sourceOffset: number; bytes: number } {
+): { meta: FrameMeta; parts: Buffer[]; bytes: number } {
   const { pixels, sourceBytes: _ignored, ...rest } = frame
-  if (source !== undefined && (source.length === 0 || source.length > MAX_SOURCE_BYTES))
+  if (source !== undefined && !keepsSource(source))
     throw new RangeError(`a source picture of ${source.length} bytes is not kept`)
   const meta = metaSchema.parse(source === undefined ? rest : { ...rest, sourceBytes: source.length })
   if (pixels.length !== pixelBytes(meta))
@@ -132,9 +138,8 @@ export function encodeFrameFile(
   const length = Buffer.alloc(4)
   length.writeUInt32BE(header.length)
   const parts = [MAGIC, length, header, pixels]
-  const sourceOffset = 8 + header.length + pixels.length
   if (source !== undefined) parts.push(source)
-  return { meta, parts, sourceOffset, bytes: sourceOffset + (source?.length ?? 0) }
+  return { meta, parts, bytes: parts.reduce((sum, part) => sum + part.length, 0) }
 }
 
 /**

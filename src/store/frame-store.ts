@@ -1,22 +1,21 @@
-import { mkdir, open, readdir, readFile, rm, stat, utimes } from 'node:fs/promises'
+import { mkdir, open, readFile, rm, utimes } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { AppError } from '../errors.ts'
 import { isDeviceId } from '../protocol/device-id.ts'
 import { writeFileAtomic } from './atomic-file.ts'
+import { scanFrameDir } from './frame-dir.ts'
 import {
   encodeFrameFile,
   type FrameMeta,
-  MAX_SOURCE_BYTES,
+  keepsSource,
   readFrameFile,
-  readFrameHeader,
   readFrameSource,
   type StoredFrame,
 } from './frame-file.ts'
 import { storageReason } from './job-journal.ts'
 
 export type { FrameMeta, StoredFrame } from './frame-file.ts'
-export { MAX_SOURCE_BYTES } from './frame-file.ts'
 
 /*
  * The last finished frame of each device, kept in DATA_DIR/frames so that a display that reboots, or a
@@ -136,11 +135,30 @@ export function createFrameStore(
     entry.usedAt = at.getTime()
     kept.delete(deviceId)
     kept.set(deviceId, entry)
-    // The file's time carries the use across a restart; to the hour is enough for FRAME_KEEP_DAYS.
-    if (entry.usedAt - before < 3_600_000) return
+    // The file's time carries the use across a restart; to the hour is enough for FRAME_KEEP_DAYS. Either
+    // way: a store's clock (deps.now) may be behind the file's.
+    if (Math.abs(entry.usedAt - before) < 3_600_000) return
     await utimes(fileOf(deviceId), at, at).catch((err: unknown) =>
       deps.log.debug({ err, deviceId }, 'frame file time not updated'),
     )
+  }
+
+  /** The picture the device's frame was made from, from wherever it is kept. */
+  async function readSource(deviceId: string): Promise<Buffer | undefined> {
+    const where = sources.get(deviceId)
+    if (!kept.has(deviceId) || where === undefined || !isDeviceId(deviceId)) return undefined
+    try {
+      if (!where.inFrame) return await readFile(sourceOf(deviceId))
+      const handle = await open(fileOf(deviceId), 'r')
+      try {
+        return await readFrameSource(handle, deviceId)
+      } finally {
+        await handle.close()
+      }
+    } catch (err) {
+      deps.log.warn({ err, deviceId }, 'stored source picture unreadable')
+      return undefined
+    }
   }
 
   async function forget(deviceId: string): Promise<boolean> {
@@ -169,40 +187,9 @@ export function createFrameStore(
   return {
     async load() {
       await mkdir(dir, { recursive: true })
-      const found: [string, Kept & { sourceBytes: number | undefined }][] = []
-      const beside = new Map<string, number>()
-      for (const name of await readdir(dir)) {
-        const file = join(dir, name)
-        if (name.endsWith('.tmp')) {
-          await rm(file, { force: true })
-          continue
-        }
-        if (name.endsWith('.source')) {
-          const size = await stat(file).then(
-            (st) => st.size,
-            () => undefined,
-          )
-          if (size !== undefined) beside.set(name.slice(0, -'.source'.length), size)
-          continue
-        }
-        if (!name.endsWith('.frame')) continue
-        const deviceId = name.slice(0, -'.frame'.length)
-        try {
-          if (!isDeviceId(deviceId)) throw new Error('file name is not a device id')
-          const handle = await open(file, 'r')
-          try {
-            const { sourceBytes, ...meta } = (await readFrameHeader(handle, deviceId)).meta
-            const { size, mtimeMs } = await handle.stat()
-            found.push([deviceId, { meta, bytes: size, usedAt: mtimeMs, sourceBytes }])
-          } finally {
-            await handle.close()
-          }
-        } catch (err) {
-          deps.log.warn({ err, file }, 'stored frame unreadable; ignoring it')
-        }
-      }
-      found.sort((a, b) => a[1].usedAt - b[1].usedAt)
-      for (const [deviceId, { sourceBytes, ...entry }] of found) {
+      const { frames, beside } = await scanFrameDir(dir, deps.log)
+      frames.sort((a, b) => a.usedAt - b.usedAt)
+      for (const { deviceId, sourceBytes, ...entry } of frames) {
         // A frame with its source in its own file has no use for one beside it (a crash came between the
         // two), which is removed with the orphans below.
         const size = sourceBytes === undefined ? beside.get(deviceId) : undefined
@@ -241,9 +228,8 @@ export function createFrameStore(
     async save(frame, given) {
       const id = frame.deviceId
       // A frame saved without its picture (a render anew for another panel) keeps the one it has.
-      let source = given ?? (kept.has(id) ? await this.readSource(id) : undefined)
-      if (source !== undefined && (source.length === 0 || source.length > MAX_SOURCE_BYTES))
-        source = undefined
+      let source = given ?? (kept.has(id) ? await readSource(id) : undefined)
+      if (source !== undefined && !keepsSource(source)) source = undefined
       // Checked as it would be when read, so the store never writes what it would refuse.
       const file = encodeFrameFile(frame, source)
       const { sourceBytes: _inFile, ...meta } = file.meta
@@ -254,14 +240,9 @@ export function createFrameStore(
       // A picture beside the frame, kept before sources went into its file, is replaced by this one; the
       // frame is on disk first, so a crash between the two leaves it beside a frame that needs it no more.
       if (before !== undefined && !before.inFrame) await rm(sourceOf(id), { force: true })
-      // Written just now, the file's time is the time of use; it is set only when the store's clock is not the
-      // system's (deps.now), which a utimes after every frame would cost everyone else.
-      const at = now()
-      keep(id, { meta, bytes: file.bytes, usedAt: at.getTime() })
-      if (Math.abs(at.getTime() - Date.now()) >= 3_600_000)
-        await utimes(fileOf(id), at, at).catch((err: unknown) =>
-          deps.log.debug({ err, deviceId: id }, 'frame file time not updated'),
-        )
+      // Written just now, the file has the system's time: used() sets it only if the store's clock differs.
+      keep(id, { meta, bytes: file.bytes, usedAt: Date.now() })
+      await used(id)
       const gone = await trim(meta.deviceId)
       if (gone.length > 0)
         deps.log.info(
@@ -270,22 +251,7 @@ export function createFrameStore(
         )
     },
 
-    async readSource(deviceId) {
-      const where = sources.get(deviceId)
-      if (!kept.has(deviceId) || where === undefined || !isDeviceId(deviceId)) return undefined
-      try {
-        if (!where.inFrame) return await readFile(sourceOf(deviceId))
-        const handle = await open(fileOf(deviceId), 'r')
-        try {
-          return await readFrameSource(handle, deviceId)
-        } finally {
-          await handle.close()
-        }
-      } catch (err) {
-        deps.log.warn({ err, deviceId }, 'stored source picture unreadable')
-        return undefined
-      }
-    },
+    readSource,
 
     nextFrameId(deviceId) {
       const next = ((lastIds.get(deviceId) ?? 0) + 1) & 0xffff

@@ -1,8 +1,8 @@
 /*
- * Runs before anything else in `npm start`, `npm run build` and `npm run bench`, and the installed command
- * (bin/pico-a1111-bridge.mjs) calls nodeVersionProblem before it loads any .ts file. It is plain JavaScript on
- * purpose: an older Node cannot even load the project's .ts files, and without this check it dies with
- * ERR_UNKNOWN_FILE_EXTENSION and no word about the version it needs.
+ * Runs before anything else in `npm start`, `npm run build`, `npm run bench` and `npm run fake-a1111`, and
+ * the installed command (bin/pico-a1111-bridge.mjs) calls nodeVersionProblem before it loads any .ts file.
+ * It is plain JavaScript on purpose: an older Node cannot even load the project's .ts files, and without this
+ * check it dies with ERR_UNKNOWN_FILE_EXTENSION and no word about the version it needs.
  */
 import { fileURLToPath } from 'node:url'
 

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
 // @ts-expect-error plain JavaScript on purpose (it must load on an old Node), so it has no types
 import { nodeVersionProblem } from '../../scripts/check-node.mjs'
@@ -15,5 +16,13 @@ describe('the Node version check that runs before the build', () => {
     expect(nodeVersionProblem('22.19.0')).toBeNull()
     expect(nodeVersionProblem('24.21.0')).toBeNull()
     expect(nodeVersionProblem('25.0.0')).toBeNull()
+  })
+
+  it('runs first in every npm script that runs .ts files for people (the README sends them to these)', () => {
+    const { scripts } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+      scripts: Record<string, string>
+    }
+    for (const name of ['build', 'prestart', 'bench', 'fake-a1111'])
+      expect(scripts[name], name).toMatch(/^node scripts\/check-node\.mjs && /)
   })
 })

@@ -1,7 +1,10 @@
+import { type FileHandle, mkdir, open } from 'node:fs/promises'
+import { join } from 'node:path'
 import { connectAsync } from 'mqtt'
 import { Pool } from 'undici'
 import { configSchema } from '../src/config/schema.ts'
 import { panelFromConfig, renderFrame } from '../src/image/panel.ts'
+import { writeFileAtomic } from '../src/store/atomic-file.ts'
 
 /*
  * The floor of the frame path as a process of its own (bench/latency.ts starts it): the least a bridge must do
@@ -10,14 +13,19 @@ import { panelFromConfig, renderFrame } from '../src/image/panel.ts'
  * (QoS 1, as the bridge sends them) and a `done` status back through Mosquitto. No queue, no journal, no
  * statuses before the frame, no frame file. Its CPU time from /proc is "the same work done in one process".
  *
- *   node bench/floor-bridge.ts MQTT_URL A1111_URL
+ * Given a directory, it also writes to disk what the daemon writes for a frame, the same way, and nothing
+ * more: a journal line made durable (fdatasync) before the txt2img goes out, the frame's file (pixels and
+ * the source PNG) written with the project's writeFileAtomic once the bands are out, then the journal's end
+ * line, and only then `done`. The two floors side by side say how much of the daemon's cost is its disk.
+ *
+ *   node bench/floor-bridge.ts MQTT_URL A1111_URL DEVICE_ID [DATA_DIR]
  *
  * Prints `ready` once subscribed, then one JSON line per frame with its phases in milliseconds.
  */
 
-const [mqttUrl, a1111Url] = process.argv.slice(2)
-if (!mqttUrl || !a1111Url) {
-  process.stderr.write('usage: node bench/floor-bridge.ts MQTT_URL A1111_URL\n')
+const [mqttUrl, a1111Url, deviceId, dataDir] = process.argv.slice(2)
+if (!mqttUrl || !a1111Url || !deviceId) {
+  process.stderr.write('usage: node bench/floor-bridge.ts MQTT_URL A1111_URL DEVICE_ID [DATA_DIR]\n')
   process.exit(64)
 }
 
@@ -44,24 +52,37 @@ const client = await connectAsync(mqttUrl, {
   clean: true,
   reconnectPeriod: 0,
 })
-const frameIds = new Map<string, number>()
+let lastFrameId = 0
+let journal: FileHandle | undefined
+if (dataDir) {
+  await mkdir(join(dataDir, 'frames'), { recursive: true })
+  journal = await open(join(dataDir, 'jobs.jsonl'), 'a')
+}
 
-client.on('message', (topic, payload) => {
-  serve(topic, payload).catch((err: unknown) => {
+client.on('message', (_topic, payload) => {
+  serve(payload).catch((err: unknown) => {
     process.stderr.write(`floor: ${(err as Error).stack ?? err}\n`)
   })
 })
-await client.subscribeAsync('pico/+/prompt', { qos: 1 })
+// Its own display only: the bench runs two floors on one Mosquitto.
+await client.subscribeAsync(`pico/${deviceId}/prompt`, { qos: 1 })
 process.stdout.write('ready\n')
 
-async function serve(topic: string, payload: Buffer): Promise<void> {
+async function serve(payload: Buffer): Promise<void> {
   const t0 = performance.now()
-  const deviceId = topic.split('/')[1]!
+  const prompt = payload.toString('utf8')
+  const jobId = `floor-${performance.now().toFixed(3)}`
+  if (journal) {
+    await journal.appendFile(
+      `${JSON.stringify({ op: 'add', id: jobId, deviceId, prompt, ts: new Date() })}\n`,
+    )
+    await journal.datasync()
+  }
   const res = await pool.request({
     method: 'POST',
     path: '/sdapi/v1/txt2img',
     headers: HEADERS,
-    body: JSON.stringify({ ...DEFAULTS, prompt: payload.toString('utf8') }),
+    body: JSON.stringify({ ...DEFAULTS, prompt }),
   })
   const text = await res.body.text()
   if (res.statusCode !== 200) throw new Error(`A1111 answered ${res.statusCode}`)
@@ -69,11 +90,19 @@ async function serve(topic: string, payload: Buffer): Promise<void> {
   const json = JSON.parse(text) as { images: string[] }
   const png = Buffer.from(json.images[0]!, 'base64')
   const t2 = performance.now()
-  const frameId = ((frameIds.get(deviceId) ?? 0) + 1) & 0xffff
-  frameIds.set(deviceId, frameId)
-  const { chunks } = await renderFrame(png, PANEL, { frameId, preview: false })
+  const frameId = (lastFrameId + 1) & 0xffff
+  lastFrameId = frameId
+  const { pixels, chunks } = await renderFrame(png, PANEL, { frameId, preview: false })
   const t3 = performance.now()
   for (const chunk of chunks) client.publish(`pico/${deviceId}/frame`, chunk, { qos: 1 })
+  if (journal) {
+    const header = Buffer.from(JSON.stringify({ deviceId, frameId, jobId, prompt, sourceBytes: png.length }))
+    const length = Buffer.alloc(4)
+    length.writeUInt32BE(header.length)
+    const path = join(dataDir!, 'frames', `${deviceId}.frame`)
+    await writeFileAtomic(path, [Buffer.from('PFS1'), length, header, pixels, png])
+    await journal.appendFile(`${JSON.stringify({ op: 'end', id: jobId, frameId })}\n`)
+  }
   const done = {
     state: 'done',
     job: `floor-${frameId}`,
@@ -88,5 +117,5 @@ async function serve(topic: string, payload: Buffer): Promise<void> {
 }
 
 process.once('SIGTERM', () => {
-  void Promise.allSettled([client.endAsync(), pool.close()]).then(() => process.exit(0))
+  void Promise.allSettled([client.endAsync(), pool.close(), journal?.close()]).then(() => process.exit(0))
 })

@@ -12,7 +12,6 @@ import { type FrameMeta, readFrameHeader } from './frame-file.ts'
 
 export interface FoundFrame {
   deviceId: string
-  /** Its header, without `sourceBytes`, which is given apart. */
   meta: FrameMeta
   /** Bytes of the file. */
   bytes: number
@@ -48,7 +47,7 @@ export async function scanFrameDir(
       if (!isDeviceId(deviceId)) throw new Error('file name is not a device id')
       const handle = await open(file, 'r')
       try {
-        const { sourceBytes, ...meta } = (await readFrameHeader(handle, deviceId)).meta
+        const { meta, sourceBytes } = await readFrameHeader(handle, deviceId)
         const { size, mtimeMs } = await handle.stat()
         frames.push({ deviceId, meta, bytes: size, usedAt: mtimeMs, sourceBytes })
       } finally {

@@ -44,6 +44,10 @@ const metaSchema = z.object({
   /** The prompt's own fit and dither, kept for a render anew of the same picture. */
   fit: z.enum(['cover', 'contain', 'fill']).optional(),
   dither: z.enum(['floyd-steinberg', 'atkinson', 'ordered', 'none']).optional(),
+})
+
+/** The header as the file has it: the frame's meta, and where its source picture is. */
+const headerSchema = metaSchema.extend({
   /** Bytes of the source picture after the pixels; none in files from before it was kept there. */
   sourceBytes: z.number().int().min(1).max(MAX_SOURCE_BYTES).optional(),
 })
@@ -61,14 +65,15 @@ function pixelBytes(meta: Pick<FrameMeta, 'format' | 'width' | 'height'>): numbe
 
 /**
  * Reads and checks a frame file's header; the file's size must be exactly header, pixels and source.
- * `offset` is where the pixels begin, `sourceOffset` where the source does (when the header has one).
+ * `offset` is where the pixels begin, `sourceOffset` where the source does, and `sourceBytes` its length
+ * (undefined when the file has none).
  *
  * @throws Error that says what is wrong with the file.
  */
 export async function readFrameHeader(
   handle: FileHandle,
   deviceId: string,
-): Promise<{ meta: FrameMeta; offset: number; sourceOffset: number }> {
+): Promise<{ meta: FrameMeta; offset: number; sourceOffset: number; sourceBytes: number | undefined }> {
   const { size } = await handle.stat()
   const head = Buffer.alloc(8)
   if (size < 8 || (await handle.read(head, 0, 8, 0)).bytesRead < 8 || !head.subarray(0, 4).equals(MAGIC))
@@ -83,20 +88,20 @@ export async function readFrameHeader(
   } catch {
     throw new Error('header is not JSON')
   }
-  const parsed = metaSchema.safeParse(raw)
+  const parsed = headerSchema.safeParse(raw)
   if (!parsed.success) {
     const issue = parsed.error.issues[0]
     throw new Error(`header field ${issue?.path.join('.') || '?'}: ${issue?.message ?? 'not valid'}`)
   }
-  const meta = parsed.data
+  const { sourceBytes, ...meta } = parsed.data
   if (meta.deviceId !== deviceId) throw new Error('header names another device')
-  const expected = pixelBytes(meta) + (meta.sourceBytes ?? 0)
+  const expected = pixelBytes(meta) + (sourceBytes ?? 0)
   if (size !== 8 + metaLength + expected)
     throw new Error(
       `${size - 8 - metaLength} bytes after the header where it says ${pixelBytes(meta)} of pixels` +
-        (meta.sourceBytes === undefined ? '' : ` and ${meta.sourceBytes} of source picture`),
+        (sourceBytes === undefined ? '' : ` and ${sourceBytes} of source picture`),
     )
-  return { meta, offset: 8 + metaLength, sourceOffset: 8 + metaLength + pixelBytes(meta) }
+  return { meta, offset: 8 + metaLength, sourceOffset: 8 + metaLength + pixelBytes(meta), sourceBytes }
 }
 
 /**
@@ -109,9 +114,8 @@ export async function readFrameFile(handle: FileHandle, deviceId: string): Promi
   const pixels = Buffer.alloc(pixelBytes(meta))
   const { bytesRead } = await handle.read(pixels, 0, pixels.length, offset)
   if (bytesRead !== pixels.length) throw new Error('truncated pixels')
-  // The source after the pixels is read on its own (readFrameSource), and its length is the file's affair.
-  const { sourceBytes: _inFile, ...rest } = meta
-  return { ...rest, pixels }
+  // The source after the pixels is read on its own (readFrameSource).
+  return { ...meta, pixels }
 }
 
 /**
@@ -126,15 +130,18 @@ export function encodeFrameFile(
   frame: StoredFrame,
   source?: Buffer,
 ): { meta: FrameMeta; parts: Buffer[]; bytes: number } {
-  const { pixels, sourceBytes: _ignored, ...rest } = frame
+  const { pixels, ...rest } = frame
   if (source !== undefined && !keepsSource(source))
     throw new RangeError(`a source picture of ${source.length} bytes is not kept`)
-  const meta = metaSchema.parse(source === undefined ? rest : { ...rest, sourceBytes: source.length })
+  const meta = metaSchema.parse(rest)
   if (pixels.length !== pixelBytes(meta))
     throw new RangeError(
       `${pixels.length} bytes of pixels for a ${meta.width}x${meta.height} ${meta.format} frame`,
     )
-  const header = Buffer.from(JSON.stringify(meta), 'utf8')
+  const header = Buffer.from(
+    JSON.stringify(source === undefined ? meta : { ...meta, sourceBytes: source.length }),
+    'utf8',
+  )
   const length = Buffer.alloc(4)
   length.writeUInt32BE(header.length)
   const parts = [MAGIC, length, header, pixels]
@@ -148,9 +155,9 @@ export function encodeFrameFile(
  * @throws Error that says what is wrong with the file.
  */
 export async function readFrameSource(handle: FileHandle, deviceId: string): Promise<Buffer | undefined> {
-  const { meta, sourceOffset } = await readFrameHeader(handle, deviceId)
-  if (meta.sourceBytes === undefined) return undefined
-  const source = Buffer.alloc(meta.sourceBytes)
+  const { sourceOffset, sourceBytes } = await readFrameHeader(handle, deviceId)
+  if (sourceBytes === undefined) return undefined
+  const source = Buffer.alloc(sourceBytes)
   const { bytesRead } = await handle.read(source, 0, source.length, sourceOffset)
   if (bytesRead !== source.length) throw new Error('truncated source picture')
   return source

@@ -227,13 +227,12 @@ export function createFrameStore(
 
     async save(frame, given) {
       const id = frame.deviceId
-      // A frame saved without its picture (a render anew for another panel) keeps the one it has.
+      // A frame saved without its picture keeps the one its device's frame has.
       let source = given ?? (kept.has(id) ? await readSource(id) : undefined)
       if (source !== undefined && !keepsSource(source)) source = undefined
       // Checked as it would be when read, so the store never writes what it would refuse.
-      const file = encodeFrameFile(frame, source)
-      const { sourceBytes: _inFile, ...meta } = file.meta
-      await writeAtomic(fileOf(id), file.parts)
+      const { meta, parts, bytes } = encodeFrameFile(frame, source)
+      await writeAtomic(fileOf(id), parts)
       const before = sources.get(id)
       if (source !== undefined) sources.set(id, { bytes: source.length, inFrame: true })
       else sources.delete(id)
@@ -241,7 +240,7 @@ export function createFrameStore(
       // frame is on disk first, so a crash between the two leaves it beside a frame that needs it no more.
       if (before !== undefined && !before.inFrame) await rm(sourceOf(id), { force: true })
       // Written just now, the file has the system's time: used() sets it only if the store's clock differs.
-      keep(id, { meta, bytes: file.bytes, usedAt: Date.now() })
+      keep(id, { meta, bytes, usedAt: Date.now() })
       await used(id)
       const gone = await trim(meta.deviceId)
       if (gone.length > 0)

@@ -206,18 +206,22 @@ export const latency: Bench = async ({ quick }) => {
       },
     )
     let runStarted = 0
+    let cpuAtStart: number[] = []
     for (let i = 0; i < WARMUP + iterations; i++) {
       if (i === WARMUP) {
         await measureIdle(sides)
         runStarted = performance.now()
-        for (const side of sides) side.runCpuMs = -(await cpuTimeMs(side.pid))
+        cpuAtStart = await Promise.all(sides.map((side) => cpuTimeMs(side.pid)))
       }
       // Each side goes first, second and last in turn.
       const order = sides.map((_, k) => sides[(i + k) % sides.length]!)
       for (const side of order) await oneFrame(side, i, i >= WARMUP)
     }
     const runMs = performance.now() - runStarted
-    for (const side of sides) side.runCpuMs += (await cpuTimeMs(side.pid)) - side.idleMsPerMs * runMs
+    const cpuAtEnd = await Promise.all(sides.map((side) => cpuTimeMs(side.pid)))
+    sides.forEach((side, k) => {
+      side.runCpuMs = cpuAtEnd[k]! - cpuAtStart[k]! - side.idleMsPerMs * runMs
+    })
   } finally {
     await Promise.allSettled(sides.map((s) => s.device.close()))
     exitCode = (await bridge?.stop()) ?? null

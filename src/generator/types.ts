@@ -32,8 +32,7 @@ export interface GenerateHooks {
   /**
    * Settles once the job is on disk (a prompt's journal write and fsync). A generator may look at its server
    * before (A1111's own-job snapshot, where the server does not follow jobs by task id), but sends the work
-   * only after it resolves, and gives up with its
-   * error if it rejects. Undefined: nothing to wait for.
+   * only after it resolves, and gives up with its error if it rejects. Undefined: nothing to wait for.
    */
   recorded?: Promise<void> | undefined
 }
